@@ -1,0 +1,375 @@
+"""The SQLite buffer on the device: the source of truth for frames, flights, runs and deliveries.
+
+One file, ``<storage.dir>/skysift.db``, in WAL mode so that the sync loop, the MQTT publisher
+and ``skysift status`` read while ingest writes. The schema is created and upgraded by the
+numbered migrations below (``PRAGMA user_version`` records how far a file has come).
+
+Delivery state is kept per frame and per target (``gcs``, ``bigquery``, ``mqtt``) in the
+``deliveries`` table. A frame with no ``done`` delivery for a target is *pending* for it, so a
+target added later sees every old frame as pending, and nothing needs enqueueing in the ingest
+transaction: committing the frame row is all it takes for every downstream consumer to see it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+FRAME_STATUSES = ("classified", "rejected")
+GEO_SOURCES = ("exif", "track", "telemetry", "none")
+
+
+def utcnow() -> str:
+    """Current UTC time, ISO 8601 with milliseconds and a Z: sorts as text, parses everywhere."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- migrations --------------------------------------------------------------------------------
+# Append only. Never edit a migration that has shipped: a device in the field may hold a file
+# at any version, and upgrades run in order from there.
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db["flights"].create(
+        {
+            "flight_id": str,
+            "name": str,
+            "source": str,
+            "started_at": str,
+            "ended_at": str,
+            "frames": int,
+            "classified": int,
+            "damaged": int,
+            "rejected": int,
+        },
+        pk="flight_id",
+        not_null={"name", "started_at"},
+        defaults={"frames": 0, "classified": 0, "damaged": 0, "rejected": 0},
+    )
+    db["runs"].create(
+        {
+            "run_id": str,
+            "started_at": str,
+            "ended_at": str,
+            "device_id": str,
+            "hostname": str,
+            "os": str,
+            "cpu_model": str,
+            "cores": int,
+            "memory_mb": int,
+            "python": str,
+            "engine": str,
+            "device": str,
+            "precision": str,
+            "model_sha256": str,
+            "versions": str,  # JSON: skysift, openvino, tensorflow, opencv, numpy
+        },
+        pk="run_id",
+    )
+    db["frames"].create(
+        {
+            "frame_id": str,
+            "flight_id": str,
+            "source": str,
+            "image_path": str,
+            "sha256": str,
+            "bytes": int,
+            "status": str,
+            "reason": str,
+            "label": str,
+            "p_damaged": float,
+            "tiles": int,
+            "damaged_tiles": int,
+            "tile_px": int,
+            "tile_grid": str,  # JSON list of rows of p_damaged
+            "width": int,
+            "height": int,
+            "lat": float,
+            "lon": float,
+            "alt": float,
+            "geo_source": str,
+            "captured_at": str,
+            "classified_at": str,
+            "engine": str,
+            "device": str,
+            "precision": str,
+            "inference_ms": float,
+            "total_ms": float,
+            "run_id": str,
+        },
+        pk="frame_id",
+        not_null={"flight_id", "source", "status", "classified_at"},
+        foreign_keys=[("flight_id", "flights", "flight_id"), ("run_id", "runs", "run_id")],
+    )
+    db["frames"].create_index(["flight_id", "classified_at"])
+    db["frames"].create_index(["status"])
+    db["deliveries"].create(
+        {
+            "target": str,
+            "frame_id": str,
+            "state": str,  # done | failed | dropped
+            "attempts": int,
+            "last_error": str,
+            "updated_at": str,
+            "detail": str,  # target-specific JSON, e.g. the GCS generation or the load job id
+        },
+        pk=("target", "frame_id"),
+        defaults={"attempts": 0},
+    )
+    db["deliveries"].create_index(["target", "state"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the schema to the latest version; return the version reached."""
+    current = db.execute("PRAGMA user_version").fetchone()[0]
+    for version, step in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        with db.conn:  # one transaction per migration: a crash leaves the old version intact
+            step(db)
+            db.execute(f"PRAGMA user_version = {version}")
+    return len(MIGRATIONS)
+
+
+class Store:
+    """A connection to the skysift database. Open one per thread (sqlite3 objects are not
+    shared across threads); WAL mode lets them all work at once."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=30)
+        conn.row_factory = sqlite3.Row
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        if not readonly:
+            # WAL: readers never block the writer. synchronous=NORMAL in WAL survives a crash or
+            # kill -9 of the process (the guarantee the agent promises); on power loss the last
+            # commits may roll back, and those frames are simply classified again from their files.
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            migrate(self.db)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self._lock, self.db.conn:
+            yield self.db
+
+    # --- runs ----------------------------------------------------------------------------------
+    def start_run(self, run: dict[str, Any]) -> str:
+        row = dict(run)
+        row.setdefault("started_at", utcnow())
+        if isinstance(row.get("versions"), dict):
+            row["versions"] = json.dumps(row["versions"], sort_keys=True)
+        with self.transaction() as db:
+            db["runs"].insert(row, pk="run_id", replace=True)
+        return row["run_id"]
+
+    def end_run(self, run_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET ended_at = ? WHERE run_id = ?", [utcnow(), run_id])
+
+    # --- flights -------------------------------------------------------------------------------
+    def ensure_flight(self, flight_id: str, name: str | None = None, source: str | None = None) -> bool:
+        """Create the flight if it does not exist; return True when it was created."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO flights (flight_id, name, source, started_at) VALUES (?, ?, ?, ?)",
+                [flight_id, name or flight_id, source, utcnow()],
+            )
+            return cur.rowcount == 1
+
+    def end_flight(self, flight_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE flights SET ended_at = ? WHERE flight_id = ? AND ended_at IS NULL",
+                [utcnow(), flight_id],
+            )
+
+    def reopen_flight(self, flight_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE flights SET ended_at = NULL WHERE flight_id = ?", [flight_id])
+
+    def flight(self, flight_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM flights WHERE flight_id = ?", [flight_id]).fetchone()
+        return dict(row) if row else None
+
+    def flights(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM flights ORDER BY started_at, flight_id")]
+
+    # --- frames --------------------------------------------------------------------------------
+    def has_frame(self, frame_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM frames WHERE frame_id = ?", [frame_id]).fetchone() is not None
+
+    def known_frame_ids(self, frame_ids: Iterable[str]) -> set[str]:
+        ids = list(frame_ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT frame_id FROM frames WHERE frame_id IN ({','.join('?' * len(chunk))})"
+            found.update(r[0] for r in self.db.execute(q, chunk))
+        return found
+
+    def add_frames(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Insert frame rows in one transaction; return the ids that were new.
+
+        A frame already present (same content seen again: a rescan, a restart, a copy) is left
+        as it is: the first result stands and the flight counts are not touched twice.
+        """
+        inserted: list[str] = []
+        with self.transaction() as db:
+            for row in rows:
+                r = dict(row)
+                if isinstance(r.get("tile_grid"), list):
+                    r["tile_grid"] = json.dumps(r["tile_grid"], separators=(",", ":"))
+                r.setdefault("classified_at", utcnow())
+                if r["status"] not in FRAME_STATUSES:
+                    raise ValueError(f"bad frame status {r['status']!r}")
+                db.execute(
+                    "INSERT OR IGNORE INTO flights (flight_id, name, started_at) VALUES (?, ?, ?)",
+                    [r["flight_id"], r["flight_id"], r["classified_at"]],
+                )
+                cols = list(r)
+                cur = db.execute(
+                    f"INSERT OR IGNORE INTO frames ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                    [r[c] for c in cols],
+                )
+                if cur.rowcount != 1:
+                    continue
+                inserted.append(r["frame_id"])
+                db.execute(
+                    "UPDATE flights SET frames = frames + 1, classified = classified + ?, "
+                    "damaged = damaged + ?, rejected = rejected + ? WHERE flight_id = ?",
+                    [
+                        int(r["status"] == "classified"),
+                        int(r.get("label") == "damaged"),
+                        int(r["status"] == "rejected"),
+                        r["flight_id"],
+                    ],
+                )
+        return inserted
+
+    def frame(self, frame_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM frames WHERE frame_id = ?", [frame_id]).fetchone()
+        return _decode_frame(row) if row else None
+
+    def frames(self, flight_id: str | None = None, limit: int | None = None) -> list[dict]:
+        q = "SELECT * FROM frames"
+        args: list[Any] = []
+        if flight_id is not None:
+            q += " WHERE flight_id = ?"
+            args.append(flight_id)
+        q += " ORDER BY rowid"
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        return [_decode_frame(r) for r in self.db.execute(q, args)]
+
+    def count_frames(self, **where: Any) -> int:
+        q = "SELECT COUNT(*) FROM frames"
+        if where:
+            q += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        return self.db.execute(q, list(where.values())).fetchone()[0]
+
+    # --- deliveries (outbox) ---------------------------------------------------------------------
+    def pending(self, target: str, limit: int = 500, where: str = "", args: Iterable[Any] = ()) -> list[dict]:
+        """Frames not yet delivered to ``target`` (nor dropped), oldest first.
+
+        ``where`` is an extra SQL condition on the frames table aliased ``f``
+        (e.g. ``f.label = 'damaged'``).
+        """
+        q = (
+            "SELECT f.*, f.rowid AS seq FROM frames f LEFT JOIN deliveries d "
+            "ON d.target = ? AND d.frame_id = f.frame_id "
+            "WHERE (d.state IS NULL OR d.state = 'failed')"
+        )
+        if where:
+            q += f" AND ({where})"
+        q += " ORDER BY f.rowid LIMIT ?"
+        return [_decode_frame(r) for r in self.db.execute(q, [target, *args, limit])]
+
+    def count_pending(self, target: str, where: str = "", args: Iterable[Any] = ()) -> int:
+        q = (
+            "SELECT COUNT(*) FROM frames f LEFT JOIN deliveries d "
+            "ON d.target = ? AND d.frame_id = f.frame_id "
+            "WHERE (d.state IS NULL OR d.state = 'failed')"
+        )
+        if where:
+            q += f" AND ({where})"
+        return self.db.execute(q, [target, *args]).fetchone()[0]
+
+    def mark_delivered(self, target: str, frame_ids: Iterable[str], detail: dict | None = None) -> None:
+        """Record that the remote confirmed these frames. Call only after the confirmation."""
+        now = utcnow()
+        d = json.dumps(detail) if detail else None
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO deliveries (target, frame_id, state, attempts, updated_at, detail) "
+                "VALUES (?, ?, 'done', 1, ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
+                "state = 'done', attempts = attempts + 1, last_error = NULL, "
+                "updated_at = excluded.updated_at, detail = excluded.detail",
+                [(target, fid, now, d) for fid in frame_ids],
+            )
+
+    def mark_failed(self, target: str, frame_ids: Iterable[str], error: str) -> None:
+        now = utcnow()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO deliveries (target, frame_id, state, attempts, last_error, updated_at) "
+                "VALUES (?, ?, 'failed', 1, ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
+                "state = 'failed', attempts = attempts + 1, last_error = excluded.last_error, "
+                "updated_at = excluded.updated_at",
+                [(target, fid, error[:2000], now) for fid in frame_ids],
+            )
+
+    def mark_dropped(self, target: str, frame_ids: Iterable[str], why: str) -> None:
+        now = utcnow()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO deliveries (target, frame_id, state, last_error, updated_at) "
+                "VALUES (?, ?, 'dropped', ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
+                "state = 'dropped', last_error = excluded.last_error, updated_at = excluded.updated_at",
+                [(target, fid, why, now) for fid in frame_ids],
+            )
+
+    def delivery(self, target: str, frame_id: str) -> dict | None:
+        row = self.db.execute(
+            "SELECT * FROM deliveries WHERE target = ? AND frame_id = ?", [target, frame_id]
+        ).fetchone()
+        return dict(row) if row else None
+
+
+def _decode_frame(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    grid = d.get("tile_grid")
+    if isinstance(grid, str):
+        d["tile_grid"] = json.loads(grid)
+    return d
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass. Used by tests and `--once`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
