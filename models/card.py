@@ -1,0 +1,141 @@
+"""The model card: what a model expects, how good it is, and the hashes that pin its files.
+
+``model_card.json`` sits beside the model files. Engines load a model only through
+:func:`load_card`, which refuses files whose sha256 differs from the card: a half-copied or
+tampered model must not silently classify disaster imagery.
+
+Card fields used by the engines::
+
+    {
+      "name": "skysift-damage-cnn", "version": "1",
+      "input": {"height": 128, "width": 128, "channels": 1, "layout": "NHWC",
+                "dtype": "float32", "scale": 0.00392156862745098},   # u8 * scale
+      "output": {"meaning": "p_undamaged"},     # 2020 convention: sigmoid >= 0.5 is undamaged
+      "labels": {"0": "damaged", "1": "undamaged"}, "threshold": 0.5,
+      "files": {"keras": "model.keras", "openvino": "model.xml", "openvino_int8": "model-int8.xml"},
+      "sha256": {"model.keras": "...", "model.xml": "...", "model.bin": "...", ...},
+      "metrics": {...}, "training": {...}, "versions": {...}
+    }
+
+``files`` maps a *kind* to the file an engine opens; an IR's ``.bin`` is hashed too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ModelError, ModelIntegrityError
+
+CARD_NAME = "model_card.json"
+#: the model skysift ships, trained by `skysift model train` on ../shared/data/aerial-damage
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "damage-cnn"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    dir: Path
+    data: dict[str, Any]
+
+    @property
+    def input_px(self) -> int:
+        return int(self.data["input"]["height"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.data["input"].get("channels", 1))
+
+    @property
+    def scale(self) -> float:
+        return float(self.data["input"].get("scale", 1 / 255))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.data.get("threshold", 0.5))
+
+    @property
+    def output_is_p_undamaged(self) -> bool:
+        return self.data.get("output", {}).get("meaning", "p_undamaged") == "p_undamaged"
+
+    @property
+    def sha256(self) -> str:
+        """One hash for the whole model: the card file's own sha256 (it pins every file)."""
+        return sha256_file(self.dir / CARD_NAME)
+
+    def has(self, kind: str) -> bool:
+        return kind in self.data.get("files", {})
+
+    def path_for(self, kind: str) -> Path:
+        """The verified path of the file of ``kind`` (``keras``, ``openvino``, ``openvino_int8``)."""
+        files = self.data.get("files", {})
+        if kind not in files:
+            raise ModelError(f"{self.dir / CARD_NAME}: the card lists no {kind!r} model file")
+        path = self.dir / files[kind]
+        self.verify(path)
+        if path.suffix == ".xml":
+            self.verify(path.with_suffix(".bin"))
+        return path
+
+    def verify(self, path: Path) -> None:
+        """Raise :class:`ModelIntegrityError` unless ``path`` matches the card's sha256."""
+        expected = self.data.get("sha256", {}).get(path.name)
+        if expected is None:
+            raise ModelIntegrityError(f"{path}: not listed in the model card's sha256 table")
+        if not path.exists():
+            raise ModelError(f"{path}: model file missing (the card lists it)")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelIntegrityError(
+                f"{path}: sha256 {actual[:16]}... does not match the model card "
+                f"({expected[:16]}...); the file is damaged or was replaced. "
+                "Re-copy the model directory or re-export it with `skysift model convert`."
+            )
+
+    def verify_all(self) -> None:
+        for name in self.data.get("sha256", {}):
+            self.verify(self.dir / name)
+
+
+def load_card(model_dir: Path | str | None = None) -> ModelCard:
+    """Load the card of ``model_dir`` (default: the shipped model)."""
+    d = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+    if d.is_file() and d.name == CARD_NAME:
+        d = d.parent
+    card_path = d / CARD_NAME
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{card_path}: no model card; `model.path` must name a model directory") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{card_path}: unreadable model card: {exc}") from None
+    for key in ("input", "files", "sha256"):
+        if key not in data:
+            raise ModelError(f"{card_path}: the card has no {key!r} section")
+    return ModelCard(dir=d, data=data)
+
+
+def write_card(model_dir: Path, data: dict[str, Any]) -> Path:
+    """Write ``model_card.json``, filling ``sha256`` for every file in ``files`` (and IR .bin)."""
+    hashes: dict[str, str] = {}
+    for rel in data.get("files", {}).values():
+        p = model_dir / rel
+        hashes[p.name] = sha256_file(p)
+        if p.suffix == ".xml":
+            b = p.with_suffix(".bin")
+            hashes[b.name] = sha256_file(b)
+    out = dict(data)
+    out["sha256"] = hashes
+    path = model_dir / CARD_NAME
+    path.write_text(json.dumps(out, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
