@@ -321,7 +321,7 @@ class Store:
         now = utcnow()
         d = json.dumps(detail) if detail else None
         with self.transaction() as db:
-            db.executemany(
+            db.conn.executemany(
                 "INSERT INTO deliveries (target, frame_id, state, attempts, updated_at, detail) "
                 "VALUES (?, ?, 'done', 1, ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
                 "state = 'done', attempts = attempts + 1, last_error = NULL, "
@@ -332,7 +332,7 @@ class Store:
     def mark_failed(self, target: str, frame_ids: Iterable[str], error: str) -> None:
         now = utcnow()
         with self.transaction() as db:
-            db.executemany(
+            db.conn.executemany(
                 "INSERT INTO deliveries (target, frame_id, state, attempts, last_error, updated_at) "
                 "VALUES (?, ?, 'failed', 1, ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
                 "state = 'failed', attempts = attempts + 1, last_error = excluded.last_error, "
@@ -343,7 +343,7 @@ class Store:
     def mark_dropped(self, target: str, frame_ids: Iterable[str], why: str) -> None:
         now = utcnow()
         with self.transaction() as db:
-            db.executemany(
+            db.conn.executemany(
                 "INSERT INTO deliveries (target, frame_id, state, last_error, updated_at) "
                 "VALUES (?, ?, 'dropped', ?, ?) ON CONFLICT(target, frame_id) DO UPDATE SET "
                 "state = 'dropped', last_error = excluded.last_error, updated_at = excluded.updated_at",
