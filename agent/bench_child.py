@@ -1,0 +1,413 @@
+"""The measuring side of `skysift bench`: each measurement runs in a process of its own.
+
+``python -m agent.bench_child MODE ARGS_JSON`` runs one measurement and prints one line
+``SKYSIFT-BENCH {json}`` on stdout. A process of its own gives each measurement an honest peak
+RSS (``VmHWM`` of this process only: no orchestrator pages, no TensorFlow loaded by another
+measurement) and a true cold start. Modes:
+
+- ``agent``: the real agent, ``skysift -c CONFIG run --once``, in this process.
+- ``stages``: the pipeline's stages called one after another on the same folder (discover,
+  decode, classify, geotag, commit), timed separately: where the time goes.
+- ``engine``: per-image inference time of one engine/device/precision on the shared tiles.
+- ``baseline``: the 2020 loop (``cv2.imread``, ``cv2.resize``, Keras ``model.predict`` per image).
+
+Only the standard library is imported at module level, so the cold start measured is the
+agent's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "SKYSIFT-BENCH "
+#: wall-clock time (time.time()) at which the orchestrator spawned this process
+T0_ENV = "SKYSIFT_BENCH_T0"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (VmHWM: this process's own pages only)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def since_spawn_s() -> float | None:
+    t0 = os.environ.get(T0_ENV)
+    return time.time() - float(t0) if t0 else None
+
+
+def summarize(ms: list[float]) -> dict[str, float]:
+    """mean, p50, p95, min, max of a list of durations in ms."""
+    if not ms:
+        return {"n": 0}
+    s = sorted(ms)
+
+    def pct(p: float) -> float:
+        # linear interpolation between closest ranks (numpy's default), without numpy
+        k = (len(s) - 1) * p
+        lo = int(k)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+    return {
+        "n": len(s),
+        "mean": sum(s) / len(s),
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "min": s[0],
+        "max": s[-1],
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    result["tensorflow_loaded"] = "tensorflow" in sys.modules
+    result["openvino_loaded"] = "openvino" in sys.modules
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- agent -------------------------------------------------------------------------------------
+
+def mode_agent(args: dict) -> None:
+    from agent.cli import main
+
+    argv = ["-c", args["config"], "--log-level", args.get("log_level", "warning"), "run", "--once"]
+    t = time.perf_counter()
+    rc = main(argv)
+    emit({"rc": rc, "run_s": time.perf_counter() - t})
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+def _discover(root: Path) -> list[tuple[str, Path]]:
+    """(flight, path) of every visible file, one flight per subfolder (as the folder source)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        flight = rel.parts[0] if rel.parts else root.name
+        for name in sorted(filenames):
+            if name.startswith(".") or name.endswith(".json"):
+                continue
+            out.append((flight, Path(dirpath) / name))
+    return out
+
+
+def mode_stages(args: dict) -> None:
+    t_start = time.perf_counter()
+    from agent.config import load_config
+    from agent.errors import ImageError
+    from agent.geotag import geotag
+    from agent.imageio import read_image_file
+    from agent.store import Store, utcnow
+    from models.factory import create_frame_classifier
+
+    cfg = load_config(args["config"])
+    root = Path(args["root"])
+    chunk = int(args.get("chunk_frames", 64))
+    t_import = time.perf_counter() - t_start
+
+    t = time.perf_counter()
+    cache = cfg.model.cache_dir or cfg.storage.dir / "ov-cache"
+    clf = create_frame_classifier(cfg.model, cache)
+    t_compile = time.perf_counter() - t
+    store = Store(cfg.db_path)
+    input_px = clf.card.input_px if getattr(clf, "card", None) is not None else 128
+
+    stage = {"discover": 0.0, "read_decode": 0.0, "classify": 0.0, "geotag": 0.0, "commit": 0.0}
+    t = time.perf_counter()
+    files = _discover(root)
+    stage["discover"] = time.perf_counter() - t
+
+    first_result_s = None
+    n_classified = n_rejected = n_damaged = tiles = 0
+    t_loop = time.perf_counter()
+    for i in range(0, len(files), chunk):
+        part = files[i : i + chunk]
+        t = time.perf_counter()
+        decoded, rejected = [], []
+        for flight, path in part:
+            try:
+                img = read_image_file(
+                    path,
+                    max_file_bytes=int(cfg.model.max_file_mb * 1024 * 1024),
+                    tile_px=cfg.model.tile_px,
+                    input_px=input_px,
+                    max_pixels=cfg.model.max_pixels,
+                    camera_timezone=cfg.geotag.camera_timezone,
+                )
+                decoded.append((flight, path, img))
+            except ImageError as exc:
+                rejected.append((flight, path, exc))
+        stage["read_decode"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        results = clf.classify([d[2] for d in decoded]) if decoded else []
+        stage["classify"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        geo = [geotag(img.exif, img.exif.captured_at, []) for _, _, img in decoded]
+        stage["geotag"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        now = utcnow()
+        rows = []
+        for (flight, path, img), res, (lat, lon, alt, src) in zip(decoded, results, geo, strict=True):
+            rows.append(
+                {
+                    "frame_id": img.sha256[:32],
+                    "flight_id": flight,
+                    "source": str(path),
+                    "image_path": str(path),
+                    "sha256": img.sha256,
+                    "bytes": img.bytes,
+                    "status": "classified",
+                    "label": res.label,
+                    "p_damaged": res.p_damaged,
+                    "tiles": res.tiles,
+                    "damaged_tiles": res.damaged_tiles,
+                    "tile_px": res.tile_px,
+                    "tile_grid": res.grid,
+                    "width": res.width,
+                    "height": res.height,
+                    "lat": lat,
+                    "lon": lon,
+                    "alt": alt,
+                    "geo_source": src,
+                    "captured_at": img.exif.captured_at,
+                    "classified_at": now,
+                    "engine": res.engine,
+                    "device": res.device,
+                    "precision": res.precision,
+                    "inference_ms": res.inference_ms,
+                }
+            )
+            n_classified += 1
+            n_damaged += res.label == "damaged"
+            tiles += res.tiles
+        for flight, path, exc in rejected:
+            rows.append(
+                {
+                    "frame_id": f"rejected-{path.name}",
+                    "flight_id": flight,
+                    "source": str(path),
+                    "status": "rejected",
+                    "reason": f"{exc.reason}: {exc}",
+                    "classified_at": now,
+                }
+            )
+            n_rejected += 1
+        store.add_frames(rows)
+        stage["commit"] += time.perf_counter() - t
+        if first_result_s is None:
+            first_result_s = since_spawn_s()
+    loop_s = time.perf_counter() - t_loop
+    n = n_classified + n_rejected
+    emit(
+        {
+            "frames": n,
+            "classified": n_classified,
+            "rejected": n_rejected,
+            "damaged": n_damaged,
+            "tiles": tiles,
+            "rows_in_db": store.count_frames(),
+            "import_s": t_import,
+            "compile_s": t_compile,
+            "first_result_s": first_result_s,
+            "loop_s": loop_s,
+            "stage_s": stage,
+            "engine": clf.engine,
+            "device": clf.device,
+            "precision": clf.precision,
+            "chunk_frames": chunk,
+        }
+    )
+    store.close()
+    clf.close()
+
+
+# --- engine ------------------------------------------------------------------------------------
+
+def tile_predictor(clf: Any):
+    """A function uint8 (N, H, W) -> p_damaged for a FrameClassifier: its engine's ``predict``
+    when it exposes the engine, else ``classify`` on one-tile frames."""
+    for name in ("classifier", "engine_impl", "_classifier", "_engine", "_clf"):
+        inner = getattr(clf, name, None)
+        if inner is not None and callable(getattr(inner, "predict", None)):
+            return inner.predict, f"{type(inner).__name__}.predict"
+    from agent.imageio import DecodedImage, ExifInfo
+
+    def predict(tiles):
+        images = [
+            DecodedImage(
+                gray=t, width=t.shape[1], height=t.shape[0], scale=1.0, format="png",
+                sha256="0" * 64, bytes=t.size, exif=ExifInfo(None, None, None, None, None),
+            )
+            for t in tiles
+        ]
+        return [r.p_damaged for r in clf.classify(images)]
+
+    return predict, "FrameClassifier.classify"
+
+
+def load_tiles(data_dir: Path):
+    import cv2
+    import numpy as np
+
+    paths = sorted((data_dir / "damaged").glob("*.png")) + sorted((data_dir / "undamaged").glob("*.png"))
+    return np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+
+
+def mode_engine(args: dict) -> None:
+    t_start = time.perf_counter()
+    from agent.config import ModelConfig
+    from models.factory import create_frame_classifier
+
+    mc = ModelConfig(
+        path=args.get("model_path"),
+        engine=args["engine"],
+        devices=[args["device"]] if args.get("device") else ["CPU"],
+        precision=args.get("precision", "auto"),
+        batch_size=int(args.get("batch_size", 64)),
+    )
+    clf = create_frame_classifier(mc, Path(args["cache_dir"]))
+    compile_s = time.perf_counter() - t_start
+    predict, via = tile_predictor(clf)
+    tiles = load_tiles(Path(args["data_dir"]))
+    t = time.perf_counter()
+    predict(tiles[:1])
+    first_ms = (time.perf_counter() - t) * 1000
+
+    repeats = int(args.get("repeats", 400))
+    single = []
+    for i in range(repeats):
+        x = tiles[i % len(tiles)][None]
+        t = time.perf_counter()
+        predict(x)
+        single.append((time.perf_counter() - t) * 1000)
+
+    bs = int(args.get("batch_size", 64))
+    batched = []
+    rounds = max(3, int(args.get("batch_rounds", 20)))
+    for r in range(rounds):
+        idx = [(r * bs + j) % len(tiles) for j in range(bs)]
+        x = tiles[idx]
+        t = time.perf_counter()
+        predict(x)
+        batched.append((time.perf_counter() - t) * 1000 / bs)
+    b = summarize(batched)
+    emit(
+        {
+            "engine": clf.engine,
+            "device": clf.device,
+            "precision": clf.precision,
+            "requested": {k: args.get(k) for k in ("engine", "device", "precision")},
+            "via": via,
+            "startup_s": compile_s,
+            "first_inference_ms": first_ms,
+            "batch1_ms": summarize(single),
+            "batch_size": bs,
+            "batched_ms_per_image": b,
+            "batched_images_per_s": 1000 / b["mean"] if b.get("mean") else None,
+        }
+    )
+    clf.close()
+
+
+# --- the 2020 baseline -------------------------------------------------------------------------
+
+def build_2020_model(input_px: int = 128):
+    """The 2020 architecture (untrained): timing does not depend on the weights."""
+    import keras
+    from keras import layers
+
+    m = keras.Sequential([keras.Input((input_px, input_px, 1))])
+    for _ in range(3):
+        m.add(layers.Conv2D(64, (3, 3), activation="relu"))
+        m.add(layers.MaxPooling2D((3, 3)))
+        m.add(layers.Dropout(0.5))
+    m.add(layers.Conv2D(64, (3, 3), activation="relu"))
+    m.add(layers.Flatten())
+    m.add(layers.Dense(64))
+    m.add(layers.Dense(1, activation="sigmoid"))
+    return m
+
+
+def mode_baseline(args: dict) -> None:
+    """Read, resize, ``model.predict`` one image at a time, as the 2020 project's loop did.
+
+    A large frame is squashed to the model's input (the 2020 code did not tile); the rate is
+    per frame, measured on a sample of the workload.
+    """
+    t_start = time.perf_counter()
+    import cv2
+    import keras
+    import numpy as np
+
+    model_file = args.get("keras_model")
+    if model_file:
+        model = keras.models.load_model(model_file, compile=False)
+        model_desc = Path(model_file).name
+    else:
+        model = build_2020_model()
+        model_desc = "2020 architecture (untrained weights; timing only)"
+    px = int(model.input_shape[1])
+    startup_s = time.perf_counter() - t_start
+    files = [Path(p) for p in args["files"]]
+    read_ms, predict_ms, total_ms = [], [], []
+    # one warm-up call: Keras traces the predict function on its first call
+    model.predict(np.zeros((1, px, px, 1), np.float32), verbose=0)
+    t_loop = time.perf_counter()
+    for path in files:
+        t0 = time.perf_counter()
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        img = cv2.resize(img, (px, px))
+        x = img.reshape(1, px, px, 1).astype(np.float32) / 255.0
+        t1 = time.perf_counter()
+        model.predict(x, verbose=0)
+        t2 = time.perf_counter()
+        read_ms.append((t1 - t0) * 1000)
+        predict_ms.append((t2 - t1) * 1000)
+        total_ms.append((t2 - t0) * 1000)
+    loop_s = time.perf_counter() - t_loop
+    emit(
+        {
+            "model": model_desc,
+            "frames": len(files),
+            "startup_s": startup_s,
+            "loop_s": loop_s,
+            "frames_per_s": len(files) / loop_s if loop_s else None,
+            "read_resize_ms": summarize(read_ms),
+            "predict_ms": summarize(predict_ms),
+            "total_ms": summarize(total_ms),
+        }
+    )
+
+
+MODES = {"agent": mode_agent, "stages": mode_stages, "engine": mode_engine, "baseline": mode_baseline}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in MODES:
+        print(f"usage: python -m agent.bench_child {{{','.join(MODES)}}} ARGS_JSON", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    MODES[argv[0]](json.loads(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
