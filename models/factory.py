@@ -1,0 +1,92 @@
+"""Picks the inference engine and device from ``model.*`` and builds the FrameClassifier.
+
+Order of preference (``model.engine: auto``): OpenVINO on each device of ``model.devices`` in
+turn, then TensorFlow. A device missing from ``Core().available_devices`` is skipped with a log
+line saying why; one that fails to compile falls to the next; at run time a failing inference
+moves on down the same list (see :class:`models.frame.FrameClassifier`). ``engine: openvino``
+never falls back to TensorFlow, ``engine: tensorflow`` never touches OpenVINO.
+
+The engine modules are imported here, lazily: ``tensorflow`` is imported only if the
+TensorFlow candidate is actually built.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.config import ModelConfig
+from agent.errors import EngineUnavailable
+from models.card import ModelCard, load_card
+from models.frame import EngineCandidate, FrameClassifier
+
+log = logging.getLogger(__name__)
+
+
+def openvino_candidates(
+    card: ModelCard, devices: list[str], precision: str, cache_dir: Path | None
+) -> list[EngineCandidate]:
+    """One candidate per usable OpenVINO device; [] (logged) when OpenVINO cannot be imported."""
+    try:
+        from models import openvino_engine as ove
+
+        available = list(ove.core().available_devices)
+    except Exception as exc:  # ImportError, or a broken install failing in its own way
+        log.warning("OpenVINO is unavailable (%s: %s)", type(exc).__name__, exc)
+        return []
+    out = []
+    for device in devices:
+        reason = ove.device_skip_reason(device, available)
+        if reason:
+            log.warning("skipping OpenVINO device %s: %s", device, reason)
+            continue
+
+        def build(device: str = device):
+            return ove.OpenVinoClassifier(card, device=device, precision=precision, cache_dir=cache_dir)
+
+        out.append(EngineCandidate(f"openvino/{device}", build))
+    return out
+
+
+def tensorflow_candidate(card: ModelCard, precision: str) -> EngineCandidate:
+    def build():
+        try:
+            from models.tensorflow_engine import TensorFlowClassifier
+        except ImportError as exc:  # pragma: no cover - the module itself has no hard deps
+            raise EngineUnavailable(f"TensorFlow engine cannot load: {exc}") from exc
+        if precision not in ("auto", "f32"):
+            log.info("the TensorFlow engine runs in f32 (model.precision %s applies to OpenVINO)", precision)
+        return TensorFlowClassifier(card)
+
+    return EngineCandidate("tensorflow/CPU", build)
+
+
+def create_frame_classifier(
+    model_cfg: ModelConfig, cache_dir: Path | None, bus=None
+) -> FrameClassifier:
+    """The FrameClassifier for ``model_cfg``; raises EngineUnavailable when nothing can run.
+
+    Raises :class:`agent.errors.ModelError` (not a fallback) when the model files are missing
+    or do not match their card: a damaged model is a problem to fix, not to route around.
+    """
+    card = load_card(model_cfg.path)
+    candidates: list[EngineCandidate] = []
+    if model_cfg.engine in ("auto", "openvino"):
+        candidates += openvino_candidates(card, model_cfg.devices, model_cfg.precision, cache_dir)
+        if not candidates:
+            log.warning("no OpenVINO device of %s can be used here", model_cfg.devices)
+    if model_cfg.engine in ("auto", "tensorflow"):
+        candidates.append(tensorflow_candidate(card, model_cfg.precision))
+    if not candidates:
+        raise EngineUnavailable(
+            f"model.engine is {model_cfg.engine} but no device of model.devices {model_cfg.devices} "
+            "can be used here"
+        )
+    return FrameClassifier(
+        card,
+        candidates,
+        tile_px=model_cfg.tile_px,
+        batch_size=model_cfg.batch_size,
+        damaged_fraction=model_cfg.damaged_fraction,
+        bus=bus,
+    )

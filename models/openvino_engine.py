@@ -1,0 +1,197 @@
+"""The OpenVINO engine: the IR compiled once for one device, u8 tiles in, p(damaged) out.
+
+Scaling to [0, 1] and the u8->f32 conversion are part of the compiled graph
+(``PrePostProcessor``), so the host only hands over the uint8 tiles it already has. The batch
+dimension is dynamic: one compiled model serves a single 128x128 image and a 12 MP frame cut
+into hundreds of tiles.
+
+Importing this module imports ``openvino`` (never ``tensorflow``); the factory imports it only
+when the OpenVINO engine is wanted, and treats an ImportError as "engine unavailable".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+from openvino.preprocess import PrePostProcessor
+
+from agent.errors import EngineUnavailable, InferenceError, ModelError
+from models.base import Classifier
+from models.card import ModelCard
+
+log = logging.getLogger(__name__)
+
+#: devices removed from OpenVINO: a config written for old hardware must not crash
+RETIRED_DEVICES = {
+    "MYRIAD": "MYRIAD (Intel Movidius NCS/NCS2) was removed from OpenVINO in 2023.0; "
+    "it needs OpenVINO <= 2022.3 LTS",
+    "HDDL": "HDDL (Vision Accelerator Design with Movidius VPUs) was removed from OpenVINO "
+    "in 2023.0; it needs OpenVINO <= 2022.3 LTS",
+}
+#: devices that are not hardware but dispatch to other devices (checked by compiling)
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+_PRECISION_TYPES = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+_TYPE_NAMES = {"f32": "f32", "bf16": "bf16", "f16": "f16", "i8": "int8", "u8": "int8"}
+
+_core: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    """One ``ov.Core`` per process: plugins load once."""
+    global _core
+    if _core is None:
+        _core = ov.Core()
+    return _core
+
+
+def device_skip_reason(device: str, available: list[str]) -> str | None:
+    """Why ``device`` cannot be used here, or None when it is worth trying to compile."""
+    base = device.split(".")[0].split(":")[0]
+    if base in RETIRED_DEVICES:
+        return RETIRED_DEVICES[base]
+    if base in VIRTUAL_DEVICES:
+        return None
+    if device in available or any(a.split(".")[0] == device for a in available):
+        return None
+    return f"{device} is not among the available OpenVINO devices {available}"
+
+
+def precision_name(t) -> str:
+    name = str(getattr(t, "get_type_name", lambda: t)())
+    name = name.replace("<Type: '", "").replace("'>", "")
+    aliases = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "undefined": "auto"}
+    name = aliases.get(name, name)
+    return _TYPE_NAMES.get(name, name)
+
+
+class OpenVinoClassifier(Classifier):
+    """The card's IR compiled for one device. Raises EngineUnavailable if it cannot compile."""
+
+    engine = "openvino"
+
+    def __init__(
+        self,
+        card: ModelCard,
+        device: str = "CPU",
+        precision: str = "auto",
+        cache_dir: Path | None = None,
+        performance_hint: str = "LATENCY",
+    ):
+        self.card = card
+        self.input_px = card.input_px
+        kind = "openvino_int8" if precision == "int8" else "openvino"
+        if precision == "int8" and not card.has(kind):
+            raise ModelError(f"{card.dir}: model.precision is int8 but the card lists no INT8 IR")
+        xml = card.path_for(kind)  # verifies the sha256 of .xml and .bin
+        c = core()
+        model = c.read_model(str(xml))
+        self._check_io(model, xml)
+        model = self._with_preprocessing(model)
+        config: dict = {hints.performance_mode: getattr(hints.PerformanceMode, performance_hint)}
+        if precision in _PRECISION_TYPES:
+            config[hints.inference_precision] = _PRECISION_TYPES[precision]
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            config[props.cache_dir] = str(cache_dir)
+        try:
+            self.compiled = c.compile_model(model, device, config)
+        except RuntimeError as exc:
+            raise EngineUnavailable(f"OpenVINO cannot compile the model for {device}: {_first_line(exc)}") from exc
+        self.device = self._execution_device(device)
+        self.precision = "int8" if precision == "int8" else self._effective_precision()
+        self.requested_device = device
+        self._request = self.compiled.create_infer_request()
+        self._queue: ov.AsyncInferQueue | None = None
+
+    def _check_io(self, model: ov.Model, xml: Path) -> None:
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelError(
+                f"{xml}: expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
+            )
+        shape = model.input(0).get_partial_shape()
+        px, ch = self.card.input_px, self.card.channels
+        if shape.rank.get_length() != 4 or [str(d) for d in list(shape)[1:]] != [str(px), str(px), str(ch)]:
+            raise ModelError(f"{xml}: input shape {shape} is not [N,{px},{px},{ch}] (NHWC) as the card says")
+        out = model.output(0).get_partial_shape()
+        if out.rank.is_static and out.rank.get_length() > 0 and str(list(out)[-1]) not in ("1", "?"):
+            raise ModelError(f"{xml}: output shape {out} is not one probability per image")
+
+    def _with_preprocessing(self, model: ov.Model) -> ov.Model:
+        px, ch = self.card.input_px, self.card.channels
+        # A dynamic batch: one compiled model for 1 tile or a whole frame of tiles.
+        model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, px, px, ch])})
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NHWC"))
+        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+        if abs(self.card.scale - 1.0) > 1e-12:
+            steps.scale(1.0 / self.card.scale)  # u8 * scale, e.g. /255, inside the graph
+        ppp.output().tensor().set_element_type(ov.Type.f32)
+        return ppp.build()
+
+    def _execution_device(self, requested: str) -> str:
+        try:
+            devices = list(self.compiled.get_property(props.execution_devices))
+        except RuntimeError:
+            return requested
+        actual = ",".join(devices) or requested
+        return f"{requested}:{actual}" if requested.split(":")[0] in VIRTUAL_DEVICES else actual
+
+    def _effective_precision(self) -> str:
+        # Read back what the plugin chose: on CPUs with AVX512-BF16/AMX, "auto" means bf16.
+        try:
+            return precision_name(self.compiled.get_property(hints.inference_precision))
+        except RuntimeError:
+            return "auto"
+
+    def _to_p_damaged(self, out: np.ndarray) -> np.ndarray:
+        p = np.asarray(out, dtype=np.float32).reshape(-1)
+        return (1.0 - p) if self.card.output_is_p_undamaged else p
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(tiles, dtype=np.uint8).reshape(len(tiles), self.input_px, self.input_px, 1)
+        try:
+            out = self._request.infer({0: x})
+        except RuntimeError as exc:
+            raise InferenceError(f"OpenVINO inference failed on {self.device}: {_first_line(exc)}") from exc
+        return self._to_p_damaged(out[self.compiled.output(0)])
+
+    def predict_async(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the batches on an ``AsyncInferQueue`` so the device's streams overlap them."""
+        if len(batches) <= 1:
+            return [self.predict(b) for b in batches]
+        if self._queue is None:
+            self._queue = ov.AsyncInferQueue(self.compiled, 0)  # 0: the plugin's optimal number
+        results: list[np.ndarray | None] = [None] * len(batches)
+
+        def done(request: ov.InferRequest, index: int) -> None:
+            # Runs on OpenVINO's thread: copy out, the request's buffer is reused.
+            results[index] = self._to_p_damaged(request.get_output_tensor(0).data.copy())
+
+        self._queue.set_callback(done)
+        try:
+            for i, b in enumerate(batches):
+                x = np.ascontiguousarray(b, dtype=np.uint8).reshape(len(b), self.input_px, self.input_px, 1)
+                self._queue.start_async({0: x}, i)
+            self._queue.wait_all()
+        except RuntimeError as exc:
+            raise InferenceError(f"OpenVINO async inference failed on {self.device}: {_first_line(exc)}") from exc
+        if any(r is None for r in results):
+            raise InferenceError(f"OpenVINO async inference on {self.device} returned no result")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._queue = None
+        self._request = None  # type: ignore[assignment]
+        self.compiled = None  # type: ignore[assignment]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    return lines[-1] if lines else type(exc).__name__
