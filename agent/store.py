@@ -127,7 +127,30 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db["deliveries"].create_index(["target", "state"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+def _m2_sync_batches(db: sqlite_utils.Database) -> None:
+    # The sync outbox's batches (sync/batches.py): the set of keys and the exact payload of one
+    # remote write, fixed and committed here BEFORE the first attempt, so that a retry after a
+    # crash repeats the very same write (same BigQuery job id, same rows) and cannot duplicate.
+    db["sync_batches"].create(
+        {
+            "batch_id": str,  # random uuid, part of the remote job id
+            "target": str,  # bigquery, bigquery_flights
+            "keys": str,  # JSON list of frame_ids (or flight_ids), in order
+            "payload": str,  # JSON rows as sent; cleared once done
+            "attempt": int,  # bumped only when the remote reported the write failed
+            "state": str,  # open | done
+            "created_at": str,
+            "updated_at": str,
+            "detail": str,  # JSON: job id, output rows, last error
+        },
+        pk="batch_id",
+        not_null={"target", "keys", "state", "created_at"},
+        defaults={"attempt": 0},
+    )
+    db["sync_batches"].create_index(["target", "state"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches]
 
 
 def migrate(db: sqlite_utils.Database) -> int:
