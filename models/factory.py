@@ -38,7 +38,10 @@ def openvino_candidates(
     for device in devices:
         reason = ove.device_skip_reason(device, available)
         if reason:
-            log.warning("skipping OpenVINO device %s: %s", device, reason)
+            # A retired device means the config was written for old hardware: say it loudly.
+            # An absent GPU/NPU is the normal case on a CPU-only box.
+            level = logging.WARNING if device.split(".")[0] in ove.RETIRED_DEVICES else logging.INFO
+            log.log(level, "skipping OpenVINO device %s: %s", device, reason)
             continue
 
         def build(device: str = device):
