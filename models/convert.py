@@ -1,0 +1,233 @@
+"""Turn a Keras model into OpenVINO IR plus a model card: `skysift model convert`.
+
+Accepts what users actually have: a Keras 3 ``.keras`` file, a legacy TF 1.x / Keras 2 ``.h5``
+(which Keras 3 often cannot deserialize: we then rebuild the network from the HDF5's own
+``model_config`` and copy the weights layer by layer with h5py), or a TensorFlow SavedModel
+directory (which OpenVINO reads directly). TensorFlow and OpenVINO are imported inside the
+functions: this module is only used when converting or training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ModelError
+from models.card import write_card
+
+log = logging.getLogger(__name__)
+
+IR_NAME = "model.xml"
+INT8_NAME = "model-int8.xml"
+KERAS_NAME = "model.keras"
+OUTPUT_TENSOR = "p_undamaged"
+
+
+def _quiet_tf() -> None:
+    # TensorFlow prints oneDNN/CUDA banners on import; they read like errors to a user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def export_ir(model: Any, out_dir: Path, name: str = IR_NAME) -> Path:
+    """Convert a Keras model (or a SavedModel path) to IR with FP16-compressed weights.
+
+    The output tensor is renamed ``p_undamaged`` so the graph says what it computes.
+    """
+    import openvino as ov
+
+    ov_model = ov.convert_model(str(model) if isinstance(model, Path) else model)
+    if len(ov_model.inputs) != 1 or len(ov_model.outputs) != 1:
+        raise ModelError(
+            f"the model has {len(ov_model.inputs)} inputs and {len(ov_model.outputs)} outputs; "
+            "skysift needs exactly one tile input and one sigmoid output"
+        )
+    ov_model.outputs[0].get_tensor().set_names({OUTPUT_TENSOR})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    ov.save_model(ov_model, str(path), compress_to_fp16=True)
+    return path
+
+
+def ir_predict(xml: Path, tiles_u8: np.ndarray, scale: float = 1 / 255, batch: int = 64) -> np.ndarray:
+    """Run an IR on uint8 tiles (N, H, W) on CPU in f32 and return its raw sigmoid output (N,).
+
+    f32 is forced: on CPUs with AVX512-BF16 OpenVINO would otherwise run bf16 and the metrics
+    recorded in the card would not be reproducible on other machines.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    x = tiles_u8.astype(np.float32)[..., None] * np.float32(scale)
+    out = [np.asarray(compiled(x[i : i + batch])[0]).reshape(-1) for i in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def load_keras_model(src: Path):
+    """Load a ``.keras`` or ``.h5`` file with Keras 3, rebuilding legacy HDF5 files if needed."""
+    _quiet_tf()
+    import keras
+
+    try:
+        return keras.models.load_model(src, compile=False)
+    except Exception as exc:  # Keras raises many types for files it cannot read
+        if src.suffix.lower() not in (".h5", ".hdf5"):
+            raise ModelError(f"{src}: Keras could not load this model: {exc}") from exc
+        first_error = exc
+    log.info("Keras 3 cannot load %s directly (%s); rebuilding it from its HDF5 config", src, first_error)
+    try:
+        return _rebuild_legacy_h5(src)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"{src}: not loadable as a Keras model. keras.models.load_model failed with "
+            f"{type(first_error).__name__}: {first_error}; rebuilding from the HDF5 "
+            f"model_config failed with {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# Keras 2 / TF 1.x layer configs carry arguments Keras 3 rejects; dropping them is harmless.
+_LEGACY_KEYS = ("batch_input_shape", "batch_shape", "ragged", "sparse", "time_major")
+
+
+def _rebuild_legacy_h5(src: Path):
+    """Rebuild a Sequential/Functional model from a legacy HDF5 file and copy its weights.
+
+    Supports the layer types of small image CNNs (Conv2D, pooling, Dropout, Flatten, Dense,
+    BatchNormalization, Activation, GlobalAveragePooling2D, InputLayer).
+    """
+    import h5py
+    import keras
+
+    with h5py.File(src, "r") as f:
+        raw = f.attrs.get("model_config")
+        if raw is None:
+            raise ModelError(f"{src}: HDF5 file holds weights only (no model_config); save the whole model")
+        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        weights_group = f.get("model_weights", f)
+        layer_cfgs = cfg["config"]["layers"] if isinstance(cfg["config"], dict) else cfg["config"]
+        input_shape = None
+        layers: list[Any] = []
+        for lc in layer_cfgs:
+            cls_name = lc["class_name"]
+            conf = dict(lc["config"])
+            shape = conf.get("batch_input_shape") or conf.get("batch_shape")
+            if shape and input_shape is None:
+                input_shape = tuple(shape[1:])
+            if cls_name == "InputLayer":
+                continue
+            for k in _LEGACY_KEYS:
+                conf.pop(k, None)
+            conf.pop("dtype", None)  # TF1 stores dtype policies Keras 3 does not parse
+            cls = getattr(keras.layers, cls_name, None)
+            if cls is None:
+                raise ModelError(f"{src}: legacy layer type {cls_name!r} is not supported by the rebuild")
+            for init_key in ("kernel_initializer", "bias_initializer"):
+                conf.pop(init_key, None)  # weights are overwritten anyway
+            for k in list(conf):
+                if k.endswith(("_regularizer", "_constraint")):
+                    conf.pop(k)
+            layers.append(cls(**conf))
+        if input_shape is None:
+            raise ModelError(f"{src}: the HDF5 config does not record the input shape")
+        model = keras.Sequential([keras.Input(shape=input_shape), *layers])
+        for layer in model.layers:
+            if layer.name not in weights_group or not layer.weights:
+                continue
+            g = weights_group[layer.name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
+            arrays = [np.asarray(g[n]) for n in names]
+            if len(arrays) != len(layer.weights):
+                raise ModelError(
+                    f"{src}: layer {layer.name!r} has {len(arrays)} stored weights, expected "
+                    f"{len(layer.weights)}"
+                )
+            layer.set_weights(arrays)
+    return model
+
+
+def _input_spec(shape: Any) -> dict[str, Any]:
+    dims = [d for d in list(shape)[1:]]
+    if len(dims) != 3 or any(d is None or int(d) <= 0 for d in dims):
+        raise ModelError(f"the model input shape {list(shape)} is not (batch, height, width, channels)")
+    h, w, c = (int(d) for d in dims)
+    if h != w:
+        raise ModelError(f"the model input is {h}x{w}; skysift tiles are square")
+    return {"height": h, "width": w, "channels": c, "layout": "NHWC", "dtype": "float32",
+            "scale": 1 / 255}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that produced a model, for the card."""
+    import importlib.metadata as md
+
+    out: dict[str, str] = {}
+    for pkg, dist in (("tensorflow", "tensorflow-cpu"), ("keras", "keras"), ("openvino", "openvino"),
+                      ("nncf", "nncf"), ("numpy", "numpy")):
+        for d in (dist, pkg):
+            try:
+                out[pkg] = md.version(d)
+                break
+            except md.PackageNotFoundError:
+                continue
+    return out
+
+
+def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
+            keep_keras: bool = True) -> Path:
+    """Convert ``src`` (.keras, .h5 or SavedModel dir) to IR + card in ``out_dir``; return the card path."""
+    src = Path(src)
+    if not src.exists():
+        raise ModelError(f"{src}: no such file or directory")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
+    if src.is_dir():
+        if not (src / "saved_model.pb").exists():
+            raise ModelError(f"{src}: a directory must be a TensorFlow SavedModel (no saved_model.pb)")
+        kind = "saved_model"
+        import openvino as ov
+
+        try:
+            ir = export_ir(src, out_dir)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{src}: OpenVINO could not convert this SavedModel: {exc}") from exc
+        shape = ov.Core().read_model(str(ir)).inputs[0].get_partial_shape()
+        shape = [None if d.is_dynamic else d.get_length() for d in shape]
+    else:
+        kind = "keras" if src.suffix.lower() == ".keras" else "h5"
+        model = load_keras_model(src)
+        shape = list(model.inputs[0].shape)
+        try:
+            ir = export_ir(model, out_dir)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{src}: OpenVINO could not convert this model: {exc}") from exc
+        if keep_keras:
+            # The TensorFlow engine needs a Keras 3 file; re-saving also upgrades a legacy .h5.
+            model.save(out_dir / KERAS_NAME)
+            files["keras"] = KERAS_NAME
+    files["openvino"] = ir.name
+    card = {
+        "name": src.stem,
+        "version": "1",
+        "input": _input_spec(shape),
+        "output": {"meaning": output_meaning},
+        "labels": {"0": "damaged", "1": "undamaged"},
+        "threshold": 0.5,
+        "files": files,
+        "converted_from": {"path": src.name, "format": kind},
+        "versions": versions(),
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return write_card(out_dir, card)
