@@ -308,13 +308,20 @@ def resolve_secret_path(path: Path | None) -> Path | None:
     """
     if path is None:
         return None
-    if path.exists():
-        return path
+    try:
+        if path.exists():
+            return path
+    except OSError:
+        pass  # e.g. /etc/skysift/credentials is root-only: the copy in the credentials dir is ours
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
-        candidate = Path(cred_dir) / path.name
-        if candidate.exists():
-            return candidate
+        # The shipped unit loads the whole /etc/skysift/credentials directory with
+        # LoadCredential=skysift:/etc/skysift/credentials (a missing single file would fail the
+        # start), and systemd names each file there skysift_<file name>.
+        for name in (path.name, f"skysift_{path.name}"):
+            candidate = Path(cred_dir) / name
+            if candidate.exists():
+                return candidate
     return path
 
 

@@ -37,6 +37,17 @@ class Stats:
     queue_depth: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=600))  # (monotonic, n) pairs
     extra: dict[str, Any] = field(default_factory=dict)
+    #: loop name -> monotonic time of its last turn (see :meth:`beat`)
+    heartbeats: dict[str, float] = field(default_factory=dict)
+
+    def beat(self, loop: str) -> None:
+        """Record that a pipeline loop (source scan, classifier) is alive and turning.
+
+        The systemd watchdog (agent/sdnotify.py) pings only while frames make progress or, when
+        there is nothing to do, while every loop that beats here has beaten recently: a frozen
+        thread then stops the pings and systemd restarts the service.
+        """
+        self.heartbeats[loop] = time.monotonic()
 
     def fps(self, window_s: float = 60.0) -> float:
         now = time.monotonic()

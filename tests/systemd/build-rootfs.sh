@@ -1,0 +1,63 @@
+#!/bin/sh
+# Build (once) the Debian tree in which tests/systemd boots a real systemd with systemd-nspawn.
+#
+# Idempotent: a finished tree is marked with a stamp file and reused; downloaded .debs are kept
+# in a cache so that a rebuild does not fetch them again. The tree holds only what Debian must
+# provide (systemd, Python 3.11 of the same release as the host, so the host's compiled wheels
+# load there) plus an empty venv at /opt/skysift/venv: at test time the host venv's
+# site-packages and the project are bind-mounted read-only into it, which is how the test runs
+# the code under test without installing anything from the network into the tree.
+#
+# Usage: tests/systemd/build-rootfs.sh [DIR]   (default: tests/systemd/.cache/rootfs)
+# Needs: root, debootstrap, a Debian mirror (DEBIAN_MIRROR, default deb.debian.org).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache="$here/.cache"
+root="${1:-$cache/rootfs}"
+suite="${DEBIAN_SUITE:-bookworm}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+stamp="$root/.skysift-rootfs-v1"
+
+if [ -f "$stamp" ]; then
+    echo "rootfs ready: $root"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "build-rootfs.sh: must run as root (debootstrap)" >&2
+    exit 1
+fi
+command -v debootstrap >/dev/null || { echo "build-rootfs.sh: apt-get install debootstrap" >&2; exit 1; }
+
+mkdir -p "$cache/debs"
+rm -rf "$root"
+# minbase + systemd as PID 1 + Python. procps for debugging inside the container by hand.
+debootstrap --variant=minbase --cache-dir="$cache/debs" \
+    --include=systemd,systemd-sysv,dbus,python3,procps \
+    "$suite" "$root" "$mirror"
+
+# A venv without pip: its site-packages is replaced by a read-only bind mount at test time.
+chroot "$root" python3 -m venv --without-pip /opt/skysift/venv
+site=$(chroot "$root" /opt/skysift/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "venv site-packages: $site"
+# What `pip install skysift` would create: the console script the unit's ExecStart runs.
+cat > "$root/opt/skysift/venv/bin/skysift" <<'PY'
+#!/opt/skysift/venv/bin/python
+import sys
+
+from agent.cli import main
+
+sys.exit(main())
+PY
+chmod 755 "$root/opt/skysift/venv/bin/skysift"
+
+# No getty or network setup noise in a test container; keep the journal in memory.
+chroot "$root" systemctl mask console-getty.service getty@tty1.service systemd-networkd.service \
+    systemd-resolved.service systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer \
+    >/dev/null 2>&1 || true
+echo "skysift-test" > "$root/etc/hostname"
+rm -f "$root/etc/machine-id" && : > "$root/etc/machine-id"
+apt_clean() { rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*; }
+apt_clean
+touch "$stamp"
+echo "rootfs ready: $root"
