@@ -77,7 +77,8 @@ class AgentContext:
     #: a live position source for geotagging (the MQTT telemetry subscriber registers one)
     telemetry: Any = None
 
-    def command(self, name: str, **kwargs: Any) -> Any:
+    def command(self, name: str, /, **kwargs: Any) -> Any:
+        # name is positional-only: ctx.command("flight_start", name="Sector 7") must work.
         fn = self.commands.get(name)
         if fn is None:
             raise KeyError(name)
