@@ -105,21 +105,28 @@ def watchdog_interval() -> float | None:
 class PipelineHealth:
     """Decides, at each watchdog tick, whether the pipeline earned a ping.
 
-    ``stale_s``: a loop whose last heartbeat is older than this counts as stuck.
+    - frames were committed since the last tick: healthy;
+    - a pipeline loop has not beaten for ``stale_s``: stuck (a frozen or deadlocked thread);
+    - frames wait in the queue and nothing was committed for ``stale_s``: stuck (a hung
+      inference); less than that: busy with a slow batch, still healthy;
+    - otherwise idle (nothing to do, every loop turning): healthy.
     """
 
-    def __init__(self, stats: Stats, stale_s: float):
+    def __init__(self, stats: Stats, stale_s: float, clock=time.monotonic):
         self.stats = stats
         self.stale_s = stale_s
+        self._clock = clock
         self._last_progress = stats.last_progress_monotonic
+        self._progress_seen_at = clock()
         self.reason = "starting"
 
-    def check(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
+    def check(self) -> bool:
+        now = self._clock()
         st = self.stats
         progress = st.last_progress_monotonic
         if progress != self._last_progress:
             self._last_progress = progress
+            self._progress_seen_at = now
             self.reason = "progress"
             return True
         stale = sorted(n for n, t in dict(st.heartbeats).items() if now - t > self.stale_s)
@@ -127,10 +134,14 @@ class PipelineHealth:
             self.reason = "stuck: no heartbeat from " + ", ".join(stale)
             return False
         if st.queue_depth > 0:
-            # Work is waiting and nothing was committed for a whole tick: a frozen classifier.
-            # (A tick is half the watchdog timeout, so a slow frame has that long to finish.)
-            self.reason = f"stuck: {st.queue_depth} queued frames and no progress"
-            return False
+            waited = now - self._progress_seen_at
+            if waited > self.stale_s:
+                self.reason = f"stuck: {st.queue_depth} frames queued, none committed for {waited:.0f}s"
+                return False
+            self.reason = "busy"
+            return True
+        # Idle: the "nothing committed" clock starts only when work arrives.
+        self._progress_seen_at = now
         self.reason = "idle"
         return True
 
@@ -160,8 +171,15 @@ class Notifier:
 
     name = "sd_notify"
 
-    def __init__(self, status_interval_s: float = 5.0, socket_name: str | None = None):
+    def __init__(
+        self,
+        status_interval_s: float = 5.0,
+        socket_name: str | None = None,
+        min_stale_s: float = 15.0,
+    ):
         self.status_interval_s = status_interval_s
+        # The idle commit loop beats every 5 s: a loop counts as stuck only well after that.
+        self.min_stale_s = min_stale_s
         self._sd = SdNotify(socket_name)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -175,7 +193,7 @@ class Notifier:
         timeout = watchdog_interval()
         # Ping at half the timeout, as sd_watchdog_enabled(3) recommends.
         tick = min(timeout / 2, self.status_interval_s) if timeout else self.status_interval_s
-        health = PipelineHealth(ctx.stats, stale_s=timeout / 2 if timeout else 60.0)
+        health = PipelineHealth(ctx.stats, stale_s=max(timeout / 2 if timeout else 60.0, self.min_stale_s))
         self._sd.ready(status_line(ctx.stats))
         log.info(
             "told systemd READY%s",

@@ -236,6 +236,8 @@ def collect(cfg: Config) -> dict[str, Any]:
         "model": (live or {}).get("model"),
         "model_sha256": (live or {}).get("model_sha256") or last_run.get("model_sha256"),
     }
+    if not out["engine"]["model"]:
+        out["engine"]["model"] = _model_name(cfg, out["engine"]["model_sha256"])
     out["fps"] = {
         "now_10s": (live or {}).get("fps_10s"),
         "last_60s": out.pop("_fps_db", None),
@@ -256,6 +258,20 @@ def collect(cfg: Config) -> dict[str, Any]:
     }
     out["paused_reason"] = (live or {}).get("paused_reason")
     return out
+
+
+def _model_name(cfg: Config, sha256: str | None) -> str | None:
+    """Name and version from the configured model's card, when it is the model that ran."""
+    from models.card import load_card
+
+    try:
+        card = load_card(cfg.model.path)
+        name = f"{card.data.get('name', card.dir.name)} v{card.data.get('version', '?')}"
+        if sha256 and card.sha256 != sha256:
+            return f"a model other than the configured {name}"
+        return name
+    except Exception:  # a missing or broken card is for `skysift model info` to explain
+        return None
 
 
 def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
