@@ -534,7 +534,8 @@ class MqttPublisher:
         if self.cfg.sync.bigquery.project:
             backlog["bigquery"] = store.count_pending("bigquery")
         with self._lock:
-            current = stats.current_flight or self._current_flight
+            # From the flight events, not stats.current_flight: that one is not cleared at the end.
+            current = self._current_flight
         status = {
             "state": "online",
             "device_id": self.cfg.device_id,
