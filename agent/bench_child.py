@@ -98,7 +98,7 @@ def _discover(root: Path) -> list[tuple[str, Path]]:
         rel = Path(dirpath).relative_to(root)
         flight = rel.parts[0] if rel.parts else root.name
         for name in sorted(filenames):
-            if name.startswith(".") or name.endswith(".json"):
+            if name.startswith("."):
                 continue
             out.append((flight, Path(dirpath) / name))
     return out

@@ -39,8 +39,8 @@ MANIFEST = "workload.json"
 
 @dataclass
 class Workload:
-    """A folder of benchmark images. ``root`` is the watched folder; images sit in one flight
-    subfolder ``root/<flight>``."""
+    """A folder of benchmark images. ``root`` is the watched folder (``<work>/inbox``, holding
+    nothing else); images sit in one flight subfolder ``root/<flight>``."""
 
     kind: str  # "tiles" | "frames"
     root: Path
@@ -65,9 +65,10 @@ def shared_tiles(data_dir: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def _cached(root: Path, spec: dict) -> Workload | None:
+def _cached(out: Path, spec: dict) -> Workload | None:
+    root = out / "inbox"
     try:
-        m = json.loads((root / MANIFEST).read_text())
+        m = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     if m.get("spec") != spec:
@@ -79,6 +80,7 @@ def _cached(root: Path, spec: dict) -> Workload | None:
 
 
 def _write_manifest(w: Workload, spec: dict) -> None:
+    # beside the watched folder, not in it: the agent would take it for a frame
     m = {
         "spec": spec,
         "flight": w.flight,
@@ -86,7 +88,7 @@ def _write_manifest(w: Workload, spec: dict) -> None:
         "bytes_total": w.bytes_total,
         "meta": w.meta,
     }
-    (w.root / MANIFEST).write_text(json.dumps(m))
+    (w.root.parent / MANIFEST).write_text(json.dumps(m))
 
 
 def make_tiles(data_dir: Path, out: Path, n: int) -> Workload:
@@ -96,7 +98,7 @@ def make_tiles(data_dir: Path, out: Path, n: int) -> Workload:
         return w
     src = shared_tiles(data_dir)
     flight = "bench-tiles"
-    d = out / flight
+    d = out / "inbox" / flight
     d.mkdir(parents=True, exist_ok=True)
     for old in d.glob("*.png"):
         old.unlink()
@@ -120,7 +122,7 @@ def make_tiles(data_dir: Path, out: Path, n: int) -> Workload:
         path.write_bytes(buf.tobytes())
         total += len(buf)
         files.append(path)
-    w = Workload("tiles", out, flight, files, 128, total, {"source_tiles": len(src), "format": "png"})
+    w = Workload("tiles", out / "inbox", flight, files, 128, total, {"source_tiles": len(src), "format": "png"})
     _write_manifest(w, spec)
     log.info("wrote %d tiles (%.1f MB) to %s", n, total / 1e6, d)
     return w
@@ -218,7 +220,7 @@ def make_frames(data_dir: Path, out: Path, n: int, tile_px: int = 500, seed: int
     images = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p, _ in src]
     rng = np.random.default_rng(seed)
     flight = "bench-frames"
-    d = out / flight
+    d = out / "inbox" / flight
     d.mkdir(parents=True, exist_ok=True)
     for old in d.glob("*.jpg"):
         old.unlink()
@@ -251,7 +253,7 @@ def make_frames(data_dir: Path, out: Path, n: int, tile_px: int = 500, seed: int
         "format": "jpeg",
         "exif_gps": True,
     }
-    w = Workload("frames", out, flight, files, tile_px, total, meta)
+    w = Workload("frames", out / "inbox", flight, files, tile_px, total, meta)
     _write_manifest(w, spec)
     log.info("wrote %d frames (%.1f MB each, quality %s) to %s", n, total / max(n, 1) / 1e6, quality, d)
     return w
