@@ -1,0 +1,332 @@
+"""The pipeline end to end with the real classifier and shipped model: bad input, duplicates,
+flights, events, files still being written, and a full disk (a real, tiny tmpfs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.agent import Agent
+from agent.config import parse_config
+from agent.store import Store
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    from agent.config import ModelConfig
+    from models.factory import create_frame_classifier
+
+    clf = create_frame_classifier(ModelConfig(devices=["CPU"]), tmp_path_factory.mktemp("ov-cache"))
+    yield clf
+    clf.close()
+
+
+class Counting:
+    """The real classifier, counting the frames it is asked to classify."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.frames = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def classify(self, images):
+        self.frames += len(images)
+        return self.inner.classify(images)
+
+    def close(self) -> None:
+        pass
+
+
+def make_cfg(tmp_path: Path, inbox: Path, **over) -> object:
+    data = {
+        "source": {"folder": str(inbox), "settle_seconds": 0.3, "rescan_seconds": 0.5},
+        "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0},
+    }
+    for key, value in over.items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data)
+
+
+def rows_by_name(cfg) -> dict[str, dict]:
+    store = Store(cfg.db_path, readonly=True)
+    try:
+        return {Path(r["source"]).name: r for r in store.frames()}
+    finally:
+        store.close()
+
+
+def test_every_broken_file_is_rejected_with_a_reason(tmp_path: Path, exif_samples: Path, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    shutil.copytree(exif_samples, inbox / "samples")
+    bad = inbox / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.txt").write_text("not an image at all\n")
+    whole = (exif_samples / "gps" / "DSCN0010.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (bad / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(3_000_000))  # > max_file_mb
+    # A decompression bomb: a valid PNG header claiming 100000 x 100000 pixels.
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    (bad / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+    cfg = make_cfg(tmp_path, inbox, model={"max_file_mb": 2.5})
+    agent = Agent(cfg, classifier=classifier)
+    assert agent.run(once=True) == 0
+    rows = rows_by_name(cfg)
+    expected_rejects = {
+        "corrupted.jpg": {"corrupt", "truncated"},
+        "empty.jpg": {"empty"},
+        "notes.txt": {"not_image"},
+        "truncated.jpg": {"truncated", "corrupt"},
+        "huge.png": {"file_too_large"},
+        "bomb.png": {"too_large"},
+    }
+    for name, reasons in expected_rejects.items():
+        assert rows[name]["status"] == "rejected", name
+        assert rows[name]["reason"] in reasons, (name, rows[name]["reason"])
+        assert rows[name]["label"] is None
+    good = [p.name for p in exif_samples.rglob("*.jpg") if p.name != "corrupted.jpg"]
+    assert len(good) == 23
+    for name in good:  # broken EXIF (invalid/) must not cost the pixels
+        r = rows[name]
+        assert r["status"] == "classified", (name, r["reason"])
+        assert r["label"] in ("damaged", "undamaged") and 0.0 <= r["p_damaged"] <= 1.0
+        assert r["tiles"] >= 1 and len(r["tile_grid"]) * len(r["tile_grid"][0]) == r["tiles"]
+        assert r["engine"] == classifier.engine and r["run_id"] == agent.ctx.run_id
+        assert r["frame_id"] == r["sha256"][:32]
+    assert len(rows) == len(good) + len(expected_rejects)
+    store = Store(cfg.db_path, readonly=True)
+    run = store.db.execute("SELECT * FROM runs").fetchone()
+    flights = {f["flight_id"]: f for f in store.flights()}
+    store.close()
+    assert run["cores"] >= 1 and run["memory_mb"] > 0 and run["engine"] == classifier.engine
+    assert run["model_sha256"] == classifier.model_sha256 and run["ended_at"] is not None
+    assert '"openvino"' in run["versions"] and '"numpy"' in run["versions"]
+    assert flights["bad"]["rejected"] == 5 and flights["samples"]["rejected"] == 1
+
+
+def test_duplicates_are_classified_once(tmp_path: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    for sub in ("f1", "f2"):
+        (inbox / sub).mkdir(parents=True)
+    tiles = aerial_tiles["damaged"][:5]
+    for t in tiles:
+        shutil.copy(t, inbox / "f1" / t.name)
+        shutil.copy(t, inbox / "f2" / ("copy-" + t.name))  # same content, other flight, other name
+    shutil.copy(tiles[0], inbox / "f1" / "again.png")
+    cfg = make_cfg(tmp_path, inbox)
+    counting = Counting(classifier)
+    assert Agent(cfg, classifier=counting).run(once=True) == 0
+    assert counting.frames == 5
+    store = Store(cfg.db_path, readonly=True)
+    assert store.count_frames() == 5
+    store.close()
+    # A restart (new process state, same database) classifies nothing again.
+    counting2 = Counting(classifier)
+    agent = Agent(cfg, classifier=counting2)
+    assert agent.run(once=True) == 0
+    assert counting2.frames == 0 and agent.pipeline.duplicates == 11
+    store = Store(cfg.db_path, readonly=True)
+    assert store.count_frames() == 5
+    store.close()
+
+
+def test_events_and_flight_commands(tmp_path: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "mission-1").mkdir(parents=True)
+    cfg = make_cfg(tmp_path, inbox, source={"settle_seconds": 0.1, "rescan_seconds": 0.3})
+    agent = Agent(cfg, classifier=classifier)
+    events: list[tuple[str, dict]] = []
+    for name in ("frames_committed", "flight_started", "flight_ended", "progress"):
+        agent.ctx.bus.subscribe(name, lambda _n=name, **kw: events.append((_n, kw)))
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    tiles = aerial_tiles["damaged"]
+    try:
+        assert _wait(lambda: agent.pipeline is not None and "flight_start" in agent.ctx.commands)
+        shutil.copy(tiles[0], inbox / "mission-1" / "a.png")
+        assert _wait(lambda: agent.ctx.stats.frames_committed == 1)
+        fid = agent.ctx.command("flight_start", name="Sortie 7")
+        assert fid == "Sortie_7"
+        shutil.copy(tiles[1], inbox / "root.png")  # root-level files go to the commanded flight
+        shutil.copy(tiles[2], inbox / "mission-1" / "b.png")  # subfolders keep their own
+        assert _wait(lambda: agent.ctx.stats.frames_committed == 3)
+        assert agent.ctx.command("flight_end") == "Sortie_7"
+        assert agent.ctx.command("flight_end") is None
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert not t.is_alive()
+    rows = rows_by_name(cfg)
+    assert rows["root.png"]["flight_id"] == "Sortie_7"
+    assert rows["a.png"]["flight_id"] == rows["b.png"]["flight_id"] == "mission-1"
+    committed = [r for n, kw in events if n == "frames_committed" for r in kw["rows"]]
+    assert sorted(Path(r["source"]).name for r in committed) == ["a.png", "b.png", "root.png"]
+    assert all(r["status"] == "classified" and isinstance(r["tile_grid"], list) for r in committed)
+    started = [kw["flight_id"] for n, kw in events if n == "flight_started"]
+    ended = [kw["flight_id"] for n, kw in events if n == "flight_ended"]
+    assert sorted(started) == ["Sortie_7", "mission-1"] and sorted(ended) == ["Sortie_7", "mission-1"]
+    assert ended.index("Sortie_7") == 0  # ended by command, before the agent stopped
+    assert [kw["count"] for n, kw in events if n == "progress"][-1] == 3
+    store = Store(cfg.db_path, readonly=True)
+    sortie = store.flight("Sortie_7")
+    store.close()
+    assert sortie["name"] == "Sortie 7" and sortie["ended_at"] and sortie["frames"] == 1
+
+
+def test_file_still_being_written_is_waited_for(tmp_path: Path, exif_samples: Path, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = (exif_samples / "gps" / "DSCN0012.jpg").read_bytes()
+    target = inbox / "slow.jpg"
+    started = threading.Event()
+
+    def writer() -> None:
+        with open(target, "wb") as f:
+            step = len(data) // 10
+            for i in range(0, len(data), step):
+                f.write(data[i : i + step])
+                f.flush()
+                started.set()
+                time.sleep(0.15)
+
+    w = threading.Thread(target=writer)
+    w.start()
+    started.wait(5)
+    cfg = make_cfg(tmp_path, inbox, source={"settle_seconds": 0.5})
+    assert Agent(cfg, classifier=classifier).run(once=True) == 0
+    w.join()
+    r = rows_by_name(cfg)["slow.jpg"]
+    assert r["status"] == "classified" and r["geo_source"] == "exif"
+    assert r["bytes"] == len(data)
+
+
+# --- disk full ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    """A real 6 MB tmpfs for storage.dir (root only; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path, leave_bytes: int = 0) -> Path:
+    filler = mnt / "filler"
+    free = shutil.disk_usage(mnt).free - leave_bytes
+    with open(filler, "wb") as f:
+        try:
+            while free > 0:
+                n = min(free, 1 << 20)
+                f.write(b"\0" * n)
+                free -= n
+            f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def _wait(pred, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def _run_bg(agent: Agent) -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    t = threading.Thread(target=lambda: code.append(agent.run()), daemon=True)
+    t.start()
+    return t, code
+
+
+def test_disk_full_pauses_keeps_the_db_and_resumes(tmp_path: Path, tiny_fs: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = make_cfg(tmp_path, inbox, storage={"dir": str(tiny_fs / "data")},
+                   source={"settle_seconds": 0.1, "rescan_seconds": 0.3})
+    agent = Agent(cfg, classifier=classifier)
+    events: list[str] = []
+    agent.ctx.bus.subscribe("paused", lambda **kw: events.append("paused"))
+    agent.ctx.bus.subscribe("resumed", lambda **kw: events.append("resumed"))
+    t, code = _run_bg(agent)
+    tiles = aerial_tiles["undamaged"]
+    try:
+        for p in tiles[:5]:
+            shutil.copy(p, inbox)
+        assert _wait(lambda: agent.ctx.stats.frames_committed == 5)
+        filler = _fill(tiny_fs)  # the disk is now completely full
+        for p in tiles[5:40]:
+            shutil.copy(p, inbox)
+        assert _wait(lambda: "paused" in events)
+        assert agent.ctx.stats.paused_reason and "disk full" in agent.ctx.stats.paused_reason
+        time.sleep(0.5)
+        # The database is intact and still holds exactly the first five frames.
+        conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 5
+        conn.close()
+        filler.unlink()  # space returns
+        assert _wait(lambda: agent.ctx.stats.frames_committed == 40, timeout=60)
+        assert events == ["paused", "resumed"]
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert code == [0]
+    store = Store(cfg.db_path, readonly=True)
+    assert store.count_frames() == 40 == len({r["frame_id"] for r in store.frames()})
+    store.close()
+
+
+def test_min_free_space_stops_taking_frames_until_space_returns(
+    tmp_path: Path, tiny_fs: Path, aerial_tiles, classifier
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = make_cfg(tmp_path, inbox, storage={"dir": str(tiny_fs / "data"), "min_free_mb": 2},
+                   source={"settle_seconds": 0.1, "rescan_seconds": 0.3})
+    (tiny_fs / "data").mkdir()
+    Store(cfg.db_path).close()  # the schema exists before the disk fills
+    filler = _fill(tiny_fs, leave_bytes=1 << 20)  # 1 MB left, 2 MB required
+    agent = Agent(cfg, classifier=classifier)
+    events: list[str] = []
+    agent.ctx.bus.subscribe("paused", lambda **kw: events.append("paused:" + kw["reason"]))
+    agent.ctx.bus.subscribe("resumed", lambda **kw: events.append("resumed"))
+    t, code = _run_bg(agent)
+    try:
+        for p in aerial_tiles["damaged"][:10]:
+            shutil.copy(p, inbox)
+        assert _wait(lambda: any(e.startswith("paused:") for e in events))
+        assert "min_free_mb" in events[0]
+        time.sleep(1.0)
+        assert agent.ctx.stats.frames_committed == 0
+        filler.unlink()
+        assert _wait(lambda: agent.ctx.stats.frames_committed == 10, timeout=60)
+        assert events[-1] == "resumed"
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert code == [0]
