@@ -1,0 +1,41 @@
+"""`skysift report [FLIGHT...] [--out DIR]`: offline damage maps (GeoJSON, CSV, HTML)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write offline damage maps (GeoJSON, CSV, self-contained HTML) of flights",
+        description="Write frames.geojson, frames.csv and damage-map.html for the chosen flights "
+        "(default: all), read from <storage.dir>/skysift.db. The HTML works with no network.",
+    )
+    p.add_argument("flights", nargs="*", metavar="FLIGHT", help="flight id or name (default: all flights)")
+    p.add_argument("--out", "-o", type=Path, default=Path("skysift-report"), help="output folder (default: ./skysift-report)")
+    p.add_argument("--top", type=int, default=24, help="how many of the most damaged frames to show with thumbnails (default: 24)")
+    p.add_argument("--title", default=None, help="page title (default: the flight names)")
+    p.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from agent.commands import load
+    from agent.report import write_report
+
+    cfg = load(args)
+    files = write_report(
+        cfg.db_path,
+        args.out,
+        args.flights or None,
+        hfov_deg=cfg.camera.hfov_deg,
+        vfov_deg=cfg.camera.vfov_deg,
+        storage_dir=cfg.storage.dir,
+        top=args.top,
+        title=args.title,
+    )
+    print(f"{files.frames} frames: {files.located} on the map, {files.unlocated} without position")
+    for path in (files.html, files.geojson, files.csv):
+        print(path)
+    return 0
