@@ -82,12 +82,13 @@ def gps_photo_rows(exif_samples: Path) -> list[dict]:
                 geo_source="exif", captured_at=exif.captured_at,
             )
         )
-    nogps = exif_samples / "Canon_40D.jpg"
+    nogps = exif_samples / "Canon_40D.jpg"  # a small camera JPEG (100 x 68): one tile
     data = nogps.read_bytes()
+    h, w = cv2.imread(str(nogps)).shape[:2]
     rows.append(
         _row(
-            _fid(data), GPS_FLIGHT, _grid("canon", 4, 5, {(0, 0)}), image_path=str(nogps), tile_px=128,
-            width=640, height=480, lat=None, lon=None, geo_source="none", captured_at=read_exif(data).captured_at,
+            _fid(data), GPS_FLIGHT, [[0.93]], image_path=str(nogps), tile_px=128, width=w, height=h,
+            lat=None, lon=None, geo_source="none", captured_at=read_exif(data).captured_at,
         )
     )
     bad = exif_samples / "corrupted.jpg"
