@@ -39,9 +39,20 @@ def export_ir(model: Any, out_dir: Path, name: str = IR_NAME) -> Path:
 
     The output tensor is renamed ``p_undamaged`` so the graph says what it computes.
     """
+    import warnings
+
     import openvino as ov
 
-    ov_model = ov.convert_model(str(model) if isinstance(model, Path) else model)
+    with warnings.catch_warnings():
+        # Keras 3 warns that the converter passes the input as a tuple; the trace is correct.
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        if isinstance(model, Path):
+            ov_model = ov.convert_model(str(model))
+        else:
+            # A reloaded Sequential model has no traced signature: give the input shape
+            # explicitly (batch left dynamic) or the converter sees a tensor of unknown rank.
+            shape = [-1 if d is None else int(d) for d in model.inputs[0].shape]
+            ov_model = ov.convert_model(model, input=[ov.PartialShape(shape)])
     if len(ov_model.inputs) != 1 or len(ov_model.outputs) != 1:
         raise ModelError(
             f"the model has {len(ov_model.inputs)} inputs and {len(ov_model.outputs)} outputs; "
@@ -69,20 +80,23 @@ def ir_predict(xml: Path, tiles_u8: np.ndarray, scale: float = 1 / 255, batch: i
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def load_keras_model(src: Path):
-    """Load a ``.keras`` or ``.h5`` file with Keras 3, rebuilding legacy HDF5 files if needed."""
+def load_keras_model(src: Path) -> tuple[Any, str]:
+    """Load a ``.keras`` or ``.h5`` file with Keras 3, rebuilding legacy HDF5 files if needed.
+
+    Returns ``(model, loader)`` with loader ``keras`` or ``h5-rebuild`` (recorded in the card).
+    """
     _quiet_tf()
     import keras
 
     try:
-        return keras.models.load_model(src, compile=False)
+        return keras.models.load_model(src, compile=False), "keras"
     except Exception as exc:  # Keras raises many types for files it cannot read
         if src.suffix.lower() not in (".h5", ".hdf5"):
             raise ModelError(f"{src}: Keras could not load this model: {exc}") from exc
         first_error = exc
     log.info("Keras 3 cannot load %s directly (%s); rebuilding it from its HDF5 config", src, first_error)
     try:
-        return _rebuild_legacy_h5(src)
+        return rebuild_legacy_h5(src), "h5-rebuild"
     except ModelError:
         raise
     except Exception as exc:
@@ -97,11 +111,13 @@ def load_keras_model(src: Path):
 _LEGACY_KEYS = ("batch_input_shape", "batch_shape", "ragged", "sparse", "time_major")
 
 
-def _rebuild_legacy_h5(src: Path):
-    """Rebuild a Sequential/Functional model from a legacy HDF5 file and copy its weights.
+def rebuild_legacy_h5(src: Path):
+    """Rebuild a layer-chain model from a legacy (TF 1.x / Keras 2) HDF5 file and copy its weights.
 
-    Supports the layer types of small image CNNs (Conv2D, pooling, Dropout, Flatten, Dense,
-    BatchNormalization, Activation, GlobalAveragePooling2D, InputLayer).
+    Handles Sequential models and Functional models whose layers form a single chain, made of
+    the built-in layer types of image CNNs (Conv2D, pooling, Dropout, Flatten, Dense,
+    BatchNormalization, Activation, ...). Initializers, regularizers and constraints are
+    dropped: they only matter for training, and every weight is overwritten from the file.
     """
     import h5py
     import keras
@@ -117,6 +133,13 @@ def _rebuild_legacy_h5(src: Path):
         layers: list[Any] = []
         for lc in layer_cfgs:
             cls_name = lc["class_name"]
+            for node in lc.get("inbound_nodes") or []:
+                args = node if isinstance(node, list) else node.get("args", [])
+                if len(args) > 1:
+                    raise ModelError(
+                        f"{src}: layer {lc['config'].get('name')!r} has several inputs; only "
+                        "single-chain legacy models can be rebuilt (re-save it as .keras or SavedModel)"
+                    )
             conf = dict(lc["config"])
             shape = conf.get("batch_input_shape") or conf.get("batch_shape")
             if shape and input_shape is None:
@@ -129,10 +152,8 @@ def _rebuild_legacy_h5(src: Path):
             cls = getattr(keras.layers, cls_name, None)
             if cls is None:
                 raise ModelError(f"{src}: legacy layer type {cls_name!r} is not supported by the rebuild")
-            for init_key in ("kernel_initializer", "bias_initializer"):
-                conf.pop(init_key, None)  # weights are overwritten anyway
             for k in list(conf):
-                if k.endswith(("_regularizer", "_constraint")):
+                if k.endswith(("_initializer", "_regularizer", "_constraint")):
                     conf.pop(k)
             layers.append(cls(**conf))
         if input_shape is None:
@@ -192,7 +213,7 @@ def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
     if src.is_dir():
         if not (src / "saved_model.pb").exists():
             raise ModelError(f"{src}: a directory must be a TensorFlow SavedModel (no saved_model.pb)")
-        kind = "saved_model"
+        kind, loader = "saved_model", "openvino"
         import openvino as ov
 
         try:
@@ -205,7 +226,7 @@ def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
         shape = [None if d.is_dynamic else d.get_length() for d in shape]
     else:
         kind = "keras" if src.suffix.lower() == ".keras" else "h5"
-        model = load_keras_model(src)
+        model, loader = load_keras_model(src)
         shape = list(model.inputs[0].shape)
         try:
             ir = export_ir(model, out_dir)
@@ -226,7 +247,7 @@ def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
         "labels": {"0": "damaged", "1": "undamaged"},
         "threshold": 0.5,
         "files": files,
-        "converted_from": {"path": src.name, "format": kind},
+        "converted_from": {"path": src.name, "format": kind, "loader": loader},
         "versions": versions(),
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
