@@ -167,6 +167,8 @@ class MqttPublisher:
         )
         self.ctx: AgentContext | None = None
         self.connected = threading.Event()
+        #: set once the broker confirmed the command/telemetry subscriptions of this connection
+        self.subscribed = threading.Event()
         self.last_error: str | None = None
         self.published = 0  # frame messages acknowledged by the broker (this process)
 
@@ -179,6 +181,8 @@ class MqttPublisher:
         self._conn_gen = 0
         self._conn_time = 0.0
         self._committed = True  # check the outbox budget once at start
+        # "the outbox may hold unsent frames past the cursor": saves a query a second when idle
+        self._outbox_maybe = True
         self._status_dirty = True
         self._status_counts_dirty = False
         self._dirty_flights: set[str] = set()
@@ -213,6 +217,7 @@ class MqttPublisher:
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_publish = self._on_publish
         c.on_message = self._on_message
         for name, target in (("mqtt-publisher", self._run_publisher), ("mqtt-commands", self._run_commands)):
@@ -282,6 +287,13 @@ class MqttPublisher:
         self.connected.set()
         self._wake.set()
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        if bad:
+            log.error("MQTT broker refused the subscriptions (%s): no commands or telemetry", ", ".join(bad))
+            return
+        self.subscribed.set()
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.last_error = "cannot reach the broker"
         self._conn_log.failure("MQTT broker %s:%d unreachable", self.cfg.mqtt.host, self.cfg.mqtt.port)
@@ -289,6 +301,7 @@ class MqttPublisher:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if was and not self._stop.is_set():
             self.last_error = f"disconnected: {reason_code}"
             self._conn_log.failure("MQTT connection lost: %s", reason_code)
@@ -324,6 +337,7 @@ class MqttPublisher:
                 if r.get("flight_id"):
                     self._dirty_flights.add(r["flight_id"])
             self._committed = True
+            self._outbox_maybe = True
             self._status_counts_dirty = True
         self._wake.set()
 
@@ -408,6 +422,7 @@ class MqttPublisher:
                 self.client.publish(topic, dumps(payload), qos=1, retain=True)
         with self._lock:
             self._status_dirty = True
+            self._outbox_maybe = True
             # Summaries that changed while we were away, and the current flight's.
             if self._current_flight:
                 self._forced_flights.add(self._current_flight)
@@ -436,6 +451,8 @@ class MqttPublisher:
             if time.monotonic() - max(oldest, self._conn_time) > STALE_INFLIGHT_S:
                 log.warning("MQTT: %d messages never acknowledged; sending them again", len(self._inflight))
                 self._inflight.clear()
+                with self._lock:
+                    self._outbox_maybe = True
 
     def _enforce_budget(self, store: Store) -> None:
         with self._lock:
@@ -459,15 +476,22 @@ class MqttPublisher:
             room = self.max_inflight - len(self._inflight)
             if room <= 0:
                 return
+            with self._lock:
+                if not self._outbox_maybe:
+                    return
+                self._outbox_maybe = False
             # Continue after what is already in flight (paho re-sends those by itself).
             cursor = max((e.seq for e in self._inflight.values()), default=0)
             rows = store.pending(TARGET, limit=room, where="f.rowid > ?", args=[cursor])
-            if not rows:
-                return
+            if len(rows) == room:
+                with self._lock:
+                    self._outbox_maybe = True  # a full batch: there may be more behind it
             for row in rows:
                 info = self.client.publish(self.topics.frames, dumps(frame_message(row)), qos=qos)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     log.warning("MQTT publish of frame %s failed: %s", row["frame_id"], mqtt.error_string(info.rc))
+                    with self._lock:
+                        self._outbox_maybe = True
                     return
                 # NO_CONN: paho keeps the message and sends it on reconnect, so it is in flight.
                 self._inflight[info.mid] = _InFlight(row["frame_id"], row["seq"], time.monotonic())
