@@ -20,17 +20,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-try:  # the contract type, once agent/geotag.py is in the tree
-    from agent.geotag import Position
-except ImportError:  # pragma: no cover - same shape, used only until geotag lands
-    from dataclasses import dataclass
-
-    @dataclass
-    class Position:  # type: ignore[no-redef]
-        lat: float
-        lon: float
-        alt: float | None
-        time: datetime
+from agent.geotag import Position
 
 
 class TelemetryError(ValueError):
@@ -97,6 +87,9 @@ class TelemetryBuffer:
     ``add`` is called from the MQTT network thread (cheap: a bisect insert); ``position_at``
     from the ingest thread.
     """
+
+    #: what :func:`agent.geotag.geotag` records as the frame's ``geo_source``
+    geo_source = "telemetry"
 
     def __init__(self, max_age_s: float, max_fixes: int = 3600):
         self.max_age_s = float(max_age_s)

@@ -1,0 +1,89 @@
+"""End to end: the real `skysift run` publishing to a real Mosquitto, then killed with -9."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from mosquitto import Subscriber, mosquitto  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = "drone-e2e"
+BASE = f"skysift/{DEV}"
+TELEMETRY = "mavlink/drone-e2e/position"
+
+
+def test_skysift_run_live_feed_telemetry_and_last_will(tmp_path, mosquitto, aerial_tiles):  # noqa: F811
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = tmp_path / "skysift.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "device_id": DEV,
+        "source": {"folder": str(inbox), "settle_seconds": 0.2, "rescan_seconds": 0.5},
+        "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0},
+        "model": {"devices": ["CPU"], "cache_dir": str(tmp_path / "ov-cache")},
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "keepalive": 5,
+                 "telemetry_topic": TELEMETRY, "telemetry_max_age_s": 5,
+                 "flight_summary_interval_s": 0.5},
+        "log_level": "info",
+    }))
+    sub = Subscriber(mosquitto, [f"{BASE}/#"]).start()
+    log = open(tmp_path / "agent.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(cfg), "run"], cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # The status command answers once the agent is up and subscribed.
+        deadline = time.monotonic() + 90
+        while not sub.on(f"{BASE}/cmd/status/reply"):
+            assert proc.poll() is None, (tmp_path / "agent.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "agent.log").read_text()[-3000:]
+            sub.publish(f"{BASE}/cmd/status", {"id": "up?"})
+            time.sleep(0.5)
+        status = sub.on(f"{BASE}/cmd/status/reply")[0].json()["result"]
+        assert status["state"] == "online" and status["engine"] in ("openvino", "tensorflow")
+
+        # A position from the "autopilot", then frames taken at that moment (no EXIF GPS:
+        # the capture time of these PNG tiles is their file time).
+        t = time.time() - 1
+        sub.publish(TELEMETRY, {"lat": -17.7333, "lon": 168.3273, "alt": 85.0, "time": t})
+        flight = inbox / "sector-7"
+        flight.mkdir()
+        files = aerial_tiles["damaged"][:3] + aerial_tiles["undamaged"][:3]
+        for src in files:
+            dest = flight / src.name
+            shutil.copy(src, dest)
+            os.utime(dest, (t, t))
+        (flight / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        os.utime(flight / "broken.jpg", (t, t))
+
+        frames = sub.wait_for(lambda ms: (f := [m.json() for m in ms if m.topic == f"{BASE}/frames"])
+                              and len({x["frame_id"] for x in f}) >= 7 and f, timeout=90)
+        classified = [f for f in frames if f["status"] == "classified"]
+        rejected = [f for f in frames if f["status"] == "rejected"]
+        assert len({f["frame_id"] for f in classified}) == 6 and len(rejected) >= 1
+        assert rejected[0]["reason"] and rejected[0]["label"] is None
+        for f in classified:
+            assert f["label"] in ("damaged", "undamaged") and 0.0 <= f["p_damaged"] <= 1.0
+            assert f["geo_source"] == "telemetry", f
+            assert (f["lat"], f["lon"]) == (-17.7333, 168.3273)
+        fid = classified[0]["flight_id"]
+        sub.wait_for(lambda ms: [m for m in ms if m.topic == f"{BASE}/flights/{fid}"
+                                 and m.json()["frames"] == 7])
+
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        last = sub.wait_for(lambda ms: [m for m in ms if m.topic == f"{BASE}/status"
+                                        and m.json()["state"] == "offline"], timeout=20)
+        assert last[-1].json() == {"state": "offline", "device_id": DEV}
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+        sub.stop()
