@@ -158,6 +158,8 @@ class MqttPublisher:
     def __init__(self, cfg: Config, *, max_inflight: int = MAX_INFLIGHT):
         if not cfg.mqtt.host:
             raise ConfigError("mqtt.host is not set: MQTT is off")
+        if not cfg.mqtt.topic_prefix.strip("/") or any(c in cfg.mqtt.topic_prefix for c in "+#"):
+            raise ConfigError("mqtt.topic_prefix: must be non-empty and contain no '+' or '#'")
         self.cfg = cfg
         self.topics = Topics(cfg)
         self.max_inflight = max_inflight

@@ -181,6 +181,8 @@ def test_bad_tls_settings_are_config_errors(tmp_path):
         MqttPublisher(_cfg(tmp_path, tls={"cert_file": str(tmp_path / "c.crt"), "key_file": str(tmp_path / "k")}))
     with pytest.raises(ConfigError, match="mqtt.host"):
         MqttPublisher(parse_config({}))
+    with pytest.raises(ConfigError, match="topic_prefix"):
+        MqttPublisher(_cfg(tmp_path, topic_prefix="fleet/#"))
 
 
 def test_home_assistant_discovery(tmp_path):
