@@ -1,0 +1,223 @@
+"""The sync loop: pushes the outbox to every configured target beside ingest, never blocking it.
+
+:class:`Syncer` does the work (used by the loop thread and by ``skysift sync --once``): it
+always serves the highest-priority target that has something pending and is not backing off
+(rows, then flight rows, then damaged images, then the other images), a bounded chunk at a
+time, so new rows overtake a long image backlog. :class:`SyncLoop` is the agent component:
+a named thread that wakes on ``frames_committed`` / ``flight_ended``, on ``sync_now`` and on a
+timer (``sync.interval_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config import Config
+from agent.store import Store
+from sync.backoff import Backoff
+from sync.base import SyncError, SyncSetupError, SyncTarget
+
+log = logging.getLogger(__name__)
+
+#: items per push: small enough that rows pending behind an image backlog wait little
+IMAGE_CHUNK = 16
+
+
+def build_targets(cfg: Config, timeout_s: float = 60.0) -> list[SyncTarget]:
+    """The configured targets, in priority order (imports the cloud libraries)."""
+    targets: list[SyncTarget] = []
+    if cfg.sync.bigquery.project:
+        from sync.bigquery import FlightRows, FrameRows
+        from sync.clients import bigquery_client
+
+        client = bigquery_client(cfg)
+        targets += [FrameRows(cfg, client, timeout_s), FlightRows(cfg, client, timeout_s)]
+    if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
+        from sync.clients import storage_client
+        from sync.gcs import GcsImages
+
+        client = storage_client(cfg)
+        targets.append(GcsImages(cfg, "damaged", client, timeout_s))
+        if cfg.sync.upload_images == "all":
+            targets.append(GcsImages(cfg, "rest", client, timeout_s))
+    return sorted(targets, key=lambda t: t.priority)
+
+
+def sync_configured(cfg: Config) -> bool:
+    return bool(cfg.sync.bigquery.project or (cfg.sync.gcs.bucket and cfg.sync.upload_images != "none"))
+
+
+def _label(t: SyncTarget) -> str:
+    return getattr(t, "label", t.name)
+
+
+@dataclass
+class CycleResult:
+    pushed: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_done(self) -> bool:
+        return not any(self.pending.values())
+
+
+class Syncer:
+    """Runs the targets against one Store (so: one thread)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        targets: list[SyncTarget],
+        on_state: Any = None,
+        backoff_base_s: float = 1.0,
+    ):
+        self.cfg = cfg
+        self.store = store
+        self.targets = targets
+        self.backoffs = {
+            _label(t): Backoff(f"sync {_label(t)}", base_s=backoff_base_s, cap_s=cfg.sync.backoff_max_s)
+            for t in targets
+        }
+        self._on_state = on_state
+
+    def _state(self, target: SyncTarget, state: str, error: str | None) -> None:
+        if self._on_state:
+            self._on_state(target=_label(target), state=state, error=error)
+
+    def next_wait(self) -> float | None:
+        """Seconds until a backed-off target may retry (None: nobody is backing off)."""
+        waits = [b.wait_s() for b in self.backoffs.values() if b.down]
+        return min(waits) if waits else None
+
+    def cycle(self, stop: threading.Event | None = None, deadline: float | None = None) -> CycleResult:
+        """Push until nothing ready is pending, ``stop`` is set or ``deadline`` (monotonic)."""
+        result = CycleResult()
+        while not (stop and stop.is_set()) and not (deadline and time.monotonic() > deadline):
+            target = self._next_target()
+            if target is None:
+                break
+            bo = self.backoffs[_label(target)]
+            limit = self.cfg.sync.batch_rows if target.name.startswith("bigquery") else IMAGE_CHUNK
+            try:
+                n = target.push(self.store, limit)
+            except SyncError as exc:
+                if isinstance(exc, SyncSetupError) and not bo.down:
+                    log.error("%s", exc)
+                if bo.failure(str(exc)):
+                    self._state(target, "down", str(exc))
+                result.errors[_label(target)] = str(exc)
+                continue
+            except Exception as exc:  # a bug must not kill the loop: log, back off, go on
+                log.exception("sync %s failed unexpectedly", _label(target))
+                if bo.failure(repr(exc)):
+                    self._state(target, "down", repr(exc))
+                result.errors[_label(target)] = repr(exc)
+                continue
+            if bo.success():
+                self._state(target, "ok", None)
+            result.errors.pop(_label(target), None)
+            result.pushed[_label(target)] = result.pushed.get(_label(target), 0) + n
+            if n == 0:
+                break  # pending but nothing movable (should not happen): never spin
+        result.pending = self.pending()
+        return result
+
+    def _next_target(self) -> SyncTarget | None:
+        for t in self.targets:  # priority order
+            if self.backoffs[_label(t)].ready() and t.pending(self.store) > 0:
+                return t
+        return None
+
+    def pending(self) -> dict[str, int]:
+        return {_label(t): t.pending(self.store) for t in self.targets}
+
+    def close(self) -> None:
+        for t in self.targets:
+            t.close()
+
+
+class SyncLoop:
+    """Agent component: the sync thread. Built only when a sync target is configured."""
+
+    name = "sync"
+
+    def __init__(self, cfg: Config, backoff_base_s: float = 1.0):
+        self.cfg = cfg
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ctx: Any = None
+        self._backoff_base_s = backoff_base_s
+        self.last: CycleResult | None = None
+
+    def start(self, ctx: Any) -> None:
+        self._ctx = ctx
+        # Bus handlers run on ingest's thread: they only set an event.
+        ctx.bus.subscribe("frames_committed", lambda **_: self._wake.set())
+        ctx.bus.subscribe("flight_ended", lambda **_: self._wake.set())
+        ctx.commands["sync_now"] = self.sync_now
+        self._thread = threading.Thread(target=self._run, name="skysift-sync", daemon=True)
+        self._thread.start()
+
+    def sync_now(self, **_: Any) -> bool:
+        """Wake the loop now (MQTT command, CLI). Returns at once."""
+        self._wake.set()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _publish(self, **payload: Any) -> None:
+        if self._ctx is not None:
+            self._ctx.bus.publish("sync_state", **payload)
+            self._ctx.stats.extra.setdefault("sync_state", {})[payload["target"]] = payload["state"]
+
+    def _run(self) -> None:
+        store = Store(self.cfg.db_path)  # one Store per thread
+        syncer: Syncer | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if syncer is None:
+                        syncer = Syncer(
+                            self.cfg, store, build_targets(self.cfg), self._publish, self._backoff_base_s
+                        )
+                    self.last = syncer.cycle(self._stop)
+                    self._ctx.stats.extra["sync_pending"] = dict(self.last.pending)
+                    self._check_budget(store)
+                    wait = self.cfg.sync.interval_s
+                    nxt = syncer.next_wait()
+                    if nxt is not None:
+                        wait = min(wait, max(nxt, 0.05))
+                except Exception:
+                    log.exception("sync loop iteration failed")
+                    wait = min(self.cfg.sync.interval_s, 10.0)
+                self._wake.wait(wait)
+                self._wake.clear()
+        finally:
+            if syncer is not None:
+                syncer.close()
+            store.close()
+
+    def _check_budget(self, store: Store) -> None:
+        # Deliveries just confirmed may free room under storage.max_gb: release it now rather
+        # than at the next frame, so a paused ingest resumes as soon as the link drained.
+        if self.cfg.storage.max_gb is None:
+            return
+        from sync.budget import check
+
+        check(store, self.cfg)
+
+
+def build(cfg: Config) -> SyncLoop | None:
+    """For agent/components.py: the sync component when a target is configured, else None."""
+    return SyncLoop(cfg) if sync_configured(cfg) else None

@@ -1,0 +1,116 @@
+"""The BigQuery schema of skysift results (documented here; ``skysift sync init`` creates it).
+
+``frames`` (name from ``sync.bigquery.table``): one row per frame, the columns of the local
+``frames`` table plus ``device_id``, the run's system fields, ``position`` (GEOGRAPHY point),
+``capture_date`` (partitioning: the capture day, else the classification day), ``gcs_uri``
+(where the image is or will be, per ``sync.upload_images``) and ``synced_at`` (when the row
+entered its outbox batch). Partitioned by ``capture_date``, clustered by ``flight_id``.
+
+``flights``: one row per ended flight (a flight reopened and ended again adds a row; the
+``flights_latest`` view keeps the last). Partitioned by ``start_date``, clustered by flight.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# (name, type, mode, description)
+FRAME_FIELDS: list[tuple[str, str, str, str]] = [
+    ("frame_id", "STRING", "REQUIRED", "First 32 hex chars of the image's sha256"),
+    ("flight_id", "STRING", "REQUIRED", "Flight (a folder, or a started/ended camera flight)"),
+    ("device_id", "STRING", "REQUIRED", "The device that classified the frame (config device_id)"),
+    ("source", "STRING", "NULLABLE", "folder or camera"),
+    ("image_path", "STRING", "NULLABLE", "Path of the image on the device"),
+    ("gcs_uri", "STRING", "NULLABLE", "gs:// URI of the image when it is uploaded"),
+    ("sha256", "STRING", "NULLABLE", "sha256 of the image file"),
+    ("bytes", "INT64", "NULLABLE", "File size"),
+    ("status", "STRING", "REQUIRED", "classified or rejected"),
+    ("reason", "STRING", "NULLABLE", "Why a frame was rejected"),
+    ("label", "STRING", "NULLABLE", "damaged or undamaged"),
+    ("p_damaged", "FLOAT64", "NULLABLE", "Frame probability of damage"),
+    ("tiles", "INT64", "NULLABLE", "Tiles classified"),
+    ("damaged_tiles", "INT64", "NULLABLE", "Tiles above the threshold"),
+    ("tile_px", "INT64", "NULLABLE", "Tile size in original pixels"),
+    ("tile_grid", "JSON", "NULLABLE", "Rows of per-tile p_damaged"),
+    ("width", "INT64", "NULLABLE", "Original width"),
+    ("height", "INT64", "NULLABLE", "Original height"),
+    ("lat", "FLOAT64", "NULLABLE", "WGS84 latitude"),
+    ("lon", "FLOAT64", "NULLABLE", "WGS84 longitude"),
+    ("alt", "FLOAT64", "NULLABLE", "Altitude (m)"),
+    ("position", "GEOGRAPHY", "NULLABLE", "POINT(lon lat)"),
+    ("geo_source", "STRING", "NULLABLE", "exif, track, telemetry or none"),
+    ("captured_at", "TIMESTAMP", "NULLABLE", "Capture time (UTC)"),
+    ("classified_at", "TIMESTAMP", "REQUIRED", "Classification time (UTC)"),
+    ("capture_date", "DATE", "NULLABLE", "Partition: date of captured_at, else classified_at"),
+    ("engine", "STRING", "NULLABLE", "openvino or tensorflow"),
+    ("device", "STRING", "NULLABLE", "Inference device"),
+    ("precision", "STRING", "NULLABLE", "Effective precision"),
+    ("inference_ms", "FLOAT64", "NULLABLE", "Model time for the frame"),
+    ("total_ms", "FLOAT64", "NULLABLE", "Decode + tiles + model"),
+    ("run_id", "STRING", "NULLABLE", "Agent run that produced the row"),
+    ("hostname", "STRING", "NULLABLE", "Run system field"),
+    ("os", "STRING", "NULLABLE", "Run system field"),
+    ("cpu_model", "STRING", "NULLABLE", "Run system field"),
+    ("cores", "INT64", "NULLABLE", "Run system field"),
+    ("memory_mb", "INT64", "NULLABLE", "Run system field"),
+    ("python", "STRING", "NULLABLE", "Run system field"),
+    ("model_sha256", "STRING", "NULLABLE", "Run system field: the model file hash"),
+    ("versions", "JSON", "NULLABLE", "Run system field: library versions"),
+    ("synced_at", "TIMESTAMP", "REQUIRED", "When the row entered its outbox batch"),
+]
+
+FLIGHT_FIELDS: list[tuple[str, str, str, str]] = [
+    ("flight_id", "STRING", "REQUIRED", "Flight id"),
+    ("device_id", "STRING", "REQUIRED", "Device"),
+    ("name", "STRING", "NULLABLE", "Flight name"),
+    ("source", "STRING", "NULLABLE", "folder or camera"),
+    ("started_at", "TIMESTAMP", "REQUIRED", "Start (UTC)"),
+    ("ended_at", "TIMESTAMP", "NULLABLE", "End (UTC)"),
+    ("start_date", "DATE", "NULLABLE", "Partition: date of started_at"),
+    ("frames", "INT64", "NULLABLE", "Frames in the flight"),
+    ("classified", "INT64", "NULLABLE", "Frames classified"),
+    ("damaged", "INT64", "NULLABLE", "Frames labelled damaged"),
+    ("rejected", "INT64", "NULLABLE", "Frames rejected"),
+    ("synced_at", "TIMESTAMP", "REQUIRED", "When the row entered its outbox batch"),
+]
+
+RUN_FIELDS = ("hostname", "os", "cpu_model", "cores", "memory_mb", "python", "model_sha256", "versions")
+FRAME_COLUMNS = {f[0] for f in FRAME_FIELDS}
+FLIGHTS_TABLE = "flights"
+
+
+def bq_schema(fields: list[tuple[str, str, str, str]]) -> list[Any]:
+    from google.cloud import bigquery
+
+    return [bigquery.SchemaField(n, t, mode=m, description=d) for n, t, m, d in fields]
+
+
+def _date(ts: str | None) -> str | None:
+    return ts[:10] if ts else None
+
+
+def frame_row(
+    frame: dict[str, Any], device_id: str, run: dict[str, Any] | None, gcs_uri: str | None, synced_at: str
+) -> dict[str, Any]:
+    """The BigQuery row of one local frame row (JSON-ready, for a load job)."""
+    row = {k: v for k, v in frame.items() if k in FRAME_COLUMNS}
+    grid = row.get("tile_grid")
+    row["tile_grid"] = json.dumps(grid, separators=(",", ":")) if grid is not None else None
+    row["device_id"] = device_id
+    row["gcs_uri"] = gcs_uri
+    lat, lon = frame.get("lat"), frame.get("lon")
+    row["position"] = f"POINT({lon!r} {lat!r})" if lat is not None and lon is not None else None
+    row["capture_date"] = _date(frame.get("captured_at") or frame.get("classified_at"))
+    for k in RUN_FIELDS:
+        row[k] = (run or {}).get(k)
+    row["synced_at"] = synced_at
+    return row
+
+
+def flight_row(flight: dict[str, Any], device_id: str, synced_at: str) -> dict[str, Any]:
+    row = {k: flight.get(k) for k, *_ in FLIGHT_FIELDS}
+    row["device_id"] = device_id
+    row["start_date"] = _date(flight.get("started_at"))
+    row["synced_at"] = synced_at
+    return row
