@@ -17,7 +17,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", type=Path, default=Path("skysift-report"), help="output folder (default: ./skysift-report)")
     p.add_argument("--top", type=int, default=24, help="how many of the most damaged frames to show with thumbnails (default: 24)")
     p.add_argument("--title", default=None, help="page title (default: the flight names)")
+    p.add_argument(
+        "--bigquery-sql",
+        action="store_true",
+        help="print the cloud-side heat-map query (sync/heatmap.sql) for the configured "
+        "BigQuery table instead, and exit",
+    )
     p.set_defaults(func=_report)
+
+
+def heatmap_sql(cfg) -> str:
+    """sync/heatmap.sql with the configured de-duplicated frames view filled in."""
+    from importlib.resources import files
+
+    from agent.report import ReportError
+
+    bq = cfg.sync.bigquery
+    if not bq.project:
+        raise ReportError("set sync.bigquery.project to print the heat-map query for its table")
+    sql = (files("sync") / "heatmap.sql").read_text(encoding="utf-8")
+    # The view `skysift sync init` creates (sync.bigquery.table_ids): <table>_dedup.
+    return sql.replace("{frames_dedup}", f"`{bq.project}.{bq.dataset}.{bq.table}_dedup`")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -25,6 +45,9 @@ def _report(args: argparse.Namespace) -> int:
     from agent.report import write_report
 
     cfg = load(args)
+    if args.bigquery_sql:
+        print(heatmap_sql(cfg), end="")
+        return 0
     files = write_report(
         cfg.db_path,
         args.out,
