@@ -17,7 +17,7 @@ cache="$here/.cache"
 root="${1:-$cache/rootfs}"
 suite="${DEBIAN_SUITE:-bookworm}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-stamp="$root/.skysift-rootfs-v1"
+stamp="$root/.skysift-rootfs-v2"
 
 if [ -f "$stamp" ]; then
     echo "rootfs ready: $root"
@@ -36,9 +36,14 @@ debootstrap --variant=minbase --cache-dir="$cache/debs" \
     --include=systemd,systemd-sysv,dbus,python3,procps \
     "$suite" "$root" "$mirror"
 
-# A venv without pip: its site-packages is replaced by a read-only bind mount at test time.
+# A venv without pip. At test time the project checkout is bind-mounted read-only at
+# /opt/skysift/src and the host venv's site-packages at /opt/skysift/host-site; this .pth puts
+# both on sys.path (as plain paths: the host's editable-install hook, which names host paths
+# that ProtectHome= may hide, is deliberately not run).
 chroot "$root" python3 -m venv --without-pip /opt/skysift/venv
 site=$(chroot "$root" /opt/skysift/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p "$root/opt/skysift/src" "$root/opt/skysift/host-site"
+printf '/opt/skysift/src\n/opt/skysift/host-site\n' > "$root$site/skysift-test.pth"
 echo "venv site-packages: $site"
 # What `pip install skysift` would create: the console script the unit's ExecStart runs.
 cat > "$root/opt/skysift/venv/bin/skysift" <<'PY'
