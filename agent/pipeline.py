@@ -218,7 +218,8 @@ class Pipeline:
         self.handled = 0  # frames fully dealt with: committed, or skipped as duplicates
         self.duplicates = 0
         self.timings: dict[str, float] = {k: 0.0 for k in ("read", "decode", "classify", "geotag", "commit")}
-        self._inflight: set[str] = set()
+        # frame_id -> the frame on its way to the database; copies met meanwhile wait on it
+        self._inflight: dict[str, Prepared] = {}
         self._inflight_lock = threading.Lock()
         self._paused: set[str] = set()
         self._pause_lock = threading.Lock()
@@ -434,6 +435,7 @@ class Pipeline:
             self._put_mid(None, force=True)
 
     def _prepare(self, store: Store, batch: list[Frame]) -> list[Prepared]:
+        batch = self._skip_recorded_files(store, batch)
         items = list(self.pool.map(self._read, batch))
         # Changed while being read (a writer still at it): the source hands it over again once
         # it settles, so it is neither rejected as truncated nor recorded twice.
@@ -450,17 +452,24 @@ class Pipeline:
         ids = [p.frame_id for p in keep]
         known = store.known_frame_ids(ids)
         out: list[Prepared] = []
-        seen_here: set[str] = set()
+        recorded: list[Prepared] = []
         with self._inflight_lock:
             for p in keep:
-                if p.frame_id in known or p.frame_id in seen_here or p.frame_id in self._inflight:
+                first = self._inflight.get(p.frame_id)
+                if p.frame_id in known or first is not None:
                     log.debug("%s: already recorded as %s", p.frame.source, p.frame_id)
                     self.duplicates += 1
                     self.handled += 1
+                    if first is not None:
+                        # Remembered as a file once the first copy is committed.
+                        first.extra.setdefault("copies", []).append(p)
+                    else:
+                        recorded.append(p)
                     continue
-                seen_here.add(p.frame_id)
-                self._inflight.add(p.frame_id)
+                self._inflight[p.frame_id] = p
                 out.append(p)
+        if recorded:
+            record_files(store, recorded)
         to_decode = [p for p in out if p.reject is None]
         if to_decode:
             list(self.pool.map(self._decode, to_decode))
@@ -469,6 +478,32 @@ class Pipeline:
             if n:
                 per_frame = max(1, px // n)
                 self._frames_cap = max(1, min(self.MAX_BATCH_FRAMES, self.BATCH_PIXELS // per_frame))
+        return out
+
+    def _skip_recorded_files(self, store: Store, batch: list[Frame]) -> list[Frame]:
+        """Drop files whose exact version (path, size, mtime) is already recorded: a restart
+        does not read and hash a whole SD card again."""
+        versions = {
+            str(f.path): (f.meta["size"], f.meta["mtime_ns"])
+            for f in batch
+            if f.path is not None and "size" in f.meta
+        }
+        if not versions:
+            return batch
+        paths = list(versions)
+        known: dict[str, tuple[int, int]] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            q = f"SELECT path, size, mtime_ns FROM files WHERE path IN ({','.join('?' * len(chunk))})"
+            known.update((r[0], (r[1], r[2])) for r in store.db.execute(q, chunk))
+        out = []
+        for f in batch:
+            key = str(f.path) if f.path is not None else None
+            if key is not None and key in known and known[key] == versions.get(key):
+                self.duplicates += 1
+                self.handled += 1
+                continue
+            out.append(f)
         return out
 
     def _read(self, frame: Frame) -> Prepared:
@@ -621,10 +656,17 @@ class Pipeline:
         self.timings["geotag"] += time.perf_counter() - t0
         t1 = time.perf_counter()
         inserted = self._commit(store, rows, flights, saves)
-        self.timings["commit"] += time.perf_counter() - t1
         with self._inflight_lock:
+            # After this, no copy is attached to these frames any more.
             for p in batch:
-                self._inflight.discard(p.frame_id)
+                self._inflight.pop(p.frame_id, None)
+        if inserted is not None:
+            copies = [c for p in batch for c in p.extra.get("copies", ())]
+            try:
+                record_files(store, batch + copies)
+            except (OSError, sqlite3.Error) as exc:  # only a cache: the frames are committed
+                log.warning("could not record file versions: %s", exc)
+        self.timings["commit"] += time.perf_counter() - t1
         self.handled += len(batch)
         if inserted is None:
             return
@@ -758,6 +800,22 @@ class Pipeline:
                     )
                     return None
                 delay = min(delay * 2, 30.0)
+
+
+def record_files(store: Store, items: list[Prepared]) -> None:
+    """Remember the file versions whose frames are committed (see migration ``_m3_files``)."""
+    rows = [
+        (str(p.frame.path), p.frame.meta["size"], p.frame.meta["mtime_ns"], p.frame_id, utcnow())
+        for p in items
+        if p.frame.path is not None and "size" in p.frame.meta and p.frame_id
+    ]
+    if not rows:
+        return
+    with store.transaction() as db:
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO files (path, size, mtime_ns, frame_id, seen_at) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:

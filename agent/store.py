@@ -150,7 +150,18 @@ def _m2_sync_batches(db: sqlite_utils.Database) -> None:
     db["sync_batches"].create_index(["target", "state"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches]
+def _m3_files(db: sqlite_utils.Database) -> None:
+    # The watched folder's files already recorded, by path and version (size, mtime_ns): a
+    # restart then skips them without reading and hashing every file again (gigabytes on an SD
+    # card). Only a cache: a row is written AFTER its frame is committed, so a crash between the
+    # two costs one extra read of that file, never a lost frame; the frames table stays the truth.
+    db["files"].create(
+        {"path": str, "size": int, "mtime_ns": int, "frame_id": str, "seen_at": str},
+        pk="path",
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches, _m3_files]
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -140,8 +140,20 @@ def test_duplicates_are_classified_once(tmp_path: Path, aerial_tiles, classifier
     agent = Agent(cfg, classifier=counting2)
     assert agent.run(once=True) == 0
     assert counting2.frames == 0 and agent.pipeline.duplicates == 11
+    # Every file version is recorded, so the restart did not even read the files again.
+    assert agent.pipeline.timings["read"] == 0.0
     store = Store(cfg.db_path, readonly=True)
     assert store.count_frames() == 5
+    assert store.db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 11
+    store.close()
+    # A file rewritten with new content is a new version: read, classified, recorded.
+    shutil.copy(aerial_tiles["undamaged"][0], inbox / "f1" / "again.png")
+    os.utime(inbox / "f1" / "again.png", ns=(time.time_ns(), time.time_ns() - 10**10))
+    counting3 = Counting(classifier)
+    assert Agent(cfg, classifier=counting3).run(once=True) == 0
+    assert counting3.frames == 1
+    store = Store(cfg.db_path, readonly=True)
+    assert store.count_frames() == 6
     store.close()
 
 
