@@ -216,14 +216,23 @@ def bench_pipeline(w: Workload, work: Path, opts: BenchOptions, run: int) -> dic
     db = _db_summary(storage / "skysift.db", res["t0"])
     if db.get("rows") != w.n:
         log.warning("%s: the agent committed %s rows for %d files", w.kind, db.get("rows"), w.n)
+    n = db.get("rows", 0)
     out = {
         "frames": w.n,
         "wall_s": res["wall_s"],
         "frames_per_s_end_to_end": w.n / res["wall_s"],
         "peak_rss_mb": res["peak_rss_mb"],
         "tensorflow_loaded": res["tensorflow_loaded"],
+        "commits": res.get("commits"),
+        "first_batch": res.get("first_batch"),
         **db,
+        # from the agent's own bus, more precise than the rows' millisecond timestamps
+        "first_result_s": res.get("first_commit_s", db.get("first_result_s")),
+        "steady_frames_per_s": res.get("steady_frames_per_s"),
+        "exit_after_last_commit_s": res["wall_s"] - res["last_commit_s"] if res.get("last_commit_s") else None,
     }
+    if res.get("thread_s") and n:
+        out["pipeline_thread_ms_per_frame"] = {k: v * 1000 / n for k, v in res["thread_s"].items()}
     shutil.rmtree(storage, ignore_errors=True)
     return out
 

@@ -80,12 +80,42 @@ def emit(result: dict[str, Any]) -> None:
 # --- agent -------------------------------------------------------------------------------------
 
 def mode_agent(args: dict) -> None:
-    from agent.cli import main
+    """``skysift run --once`` in this process, through :class:`agent.agent.Agent` as the command
+    does, with a listener on the agent's event bus timing every commit."""
+    import threading
 
-    argv = ["-c", args["config"], "--log-level", args.get("log_level", "warning"), "run", "--once"]
+    from agent.agent import Agent
+    from agent.config import load_config
+
+    cfg = load_config(args["config"])
+    agent = Agent(cfg)
+    commits: list[tuple[float, int]] = []  # (wall-clock time, rows) per committed batch
+    lock = threading.Lock()
+
+    def on_commit(rows: list, **_: Any) -> None:
+        with lock:  # only hands off: the commit thread must not wait on the benchmark
+            commits.append((time.time(), len(rows)))
+
+    agent.ctx.bus.subscribe("frames_committed", on_commit)
     t = time.perf_counter()
-    rc = main(argv)
-    emit({"rc": rc, "run_s": time.perf_counter() - t})
+    rc = agent.run(once=True)
+    run_s = time.perf_counter() - t
+    t0 = float(os.environ.get(T0_ENV, "0") or 0)
+    out: dict[str, Any] = {"rc": rc, "run_s": run_s, "commits": len(commits)}
+    if commits:
+        first, last = commits[0][0], commits[-1][0]
+        n_after = sum(n for _, n in commits[1:])
+        out["committed"] = sum(n for _, n in commits)
+        out["first_commit_s"] = first - t0 if t0 else None
+        out["last_commit_s"] = last - t0 if t0 else None
+        out["first_batch"] = commits[0][1]
+        # frames committed after the first commit, over the time they took: the warm rate
+        out["steady_frames_per_s"] = n_after / (last - first) if last > first and n_after else None
+    timings = getattr(agent.pipeline, "timings", None)
+    if timings:
+        out["thread_s"] = dict(timings)
+    out["duplicates"] = getattr(agent.pipeline, "duplicates", None)
+    emit(out)
 
 
 # --- stages ------------------------------------------------------------------------------------

@@ -89,6 +89,22 @@ def to_markdown(rep: dict[str, Any]) -> str:
             if runs:
                 lines += [f"{kind}: end-to-end frames/s over {len(runs)} runs: " + ", ".join(f"{r:.0f}" for r in runs), ""]
 
+        th = {k: e["pipeline"]["pipeline_thread_ms_per_frame"] for k, e in wl.items()
+              if (e.get("pipeline") or {}).get("pipeline_thread_ms_per_frame")}
+        if th:
+            lines += ["### Where the agent's time goes (its own per-stage counters)", ""]
+            order = ["read", "decode", "classify", "geotag", "commit"]
+            seen = {n for t in th.values() for n in t}
+            names = [n for n in order if n in seen] + sorted(seen - set(order))
+            rows = [[n] + [_f(t.get(n), ".3f") for t in th.values()] for n in names]
+            rows.append(["wall ms per frame (end-to-end)"] + [_f(1000 / wl[k]["pipeline"]["frames_per_s_end_to_end"], ".3f") for k in th])
+            lines += _table(["thread ms per frame"] + [WORKLOAD_TITLES.get(k, k) for k in th], rows)
+            lines += [
+                "Read and decode run in a pool of threads, classify/geotag/commit in the commit thread, "
+                "so stages overlap: the busiest thread bounds the rate.",
+                "",
+            ]
+
         st = {k: e["stages"] for k, e in wl.items() if e.get("stages")}
         if st:
             lines += ["## Time per stage (stages called in turn, one thread)", ""]
