@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from util import free_port, stop_pid, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from emulators import (  # noqa: F401
@@ -29,33 +30,39 @@ from sync.bigquery import FlightRows, FrameRows, init_dataset, table_ids
 from sync.gcs import GcsImages, init_bucket
 from sync.loop import Syncer, build_targets
 
-DEVICE = "drone-test"
+
+@pytest.fixture(scope="module")
+def cloud(gcs_emulator, bigquery_emulator):  # noqa: F811
+    """One bucket and one dataset for this module, created by the real `init` code once;
+    each test writes under its own device_id, so tests never see each other's data."""
+    names = {"bucket": unique("bkt").replace("_", "-"), "dataset": unique("ds")}
+    cfg = _config(names, "init", "all", gcs_emulator, bigquery_emulator)
+    init_bucket(cfg)
+    init_dataset(cfg)
+    return names, gcs_emulator, bigquery_emulator
+
+
+def _config(names, device_id, upload_images, gcs, bq, storage_dir="data", **sync):
+    return parse_config(
+        {
+            "device_id": device_id,
+            "storage": {"dir": str(storage_dir)},
+            "sync": {
+                "gcs": {"bucket": names["bucket"], "endpoint": gcs.endpoint},
+                "bigquery": {"project": BQ_PROJECT, "dataset": names["dataset"], "endpoint": bq.endpoint},
+                "upload_images": upload_images,
+                **sync,
+            },
+        }
+    )
 
 
 @pytest.fixture
-def env(tmp_path, gcs_emulator, bigquery_emulator):  # noqa: F811
-    """A config pointing at fresh bucket + dataset on the session emulators, initialised."""
+def env(tmp_path, cloud):
+    names, gcs, bq = cloud
 
     def make(upload_images: str = "all", **sync):
-        cfg = parse_config(
-            {
-                "device_id": DEVICE,
-                "storage": {"dir": str(tmp_path / "data")},
-                "sync": {
-                    "gcs": {"bucket": unique("bkt").replace("_", "-"), "endpoint": gcs_emulator.endpoint},
-                    "bigquery": {
-                        "project": BQ_PROJECT,
-                        "dataset": unique("ds"),
-                        "endpoint": bigquery_emulator.endpoint,
-                    },
-                    "upload_images": upload_images,
-                    **sync,
-                },
-            }
-        )
-        init_bucket(cfg)
-        init_dataset(cfg)
-        return cfg
+        return _config(names, unique("drone"), upload_images, gcs, bq, tmp_path / "data", **sync)
 
     return make
 
@@ -63,13 +70,15 @@ def env(tmp_path, gcs_emulator, bigquery_emulator):  # noqa: F811
 def _count(cfg, table: str = "frames") -> tuple[int, int]:
     t = table_ids(cfg)[table]
     key = "frame_id" if table.startswith("frames") else "flight_id"
-    ep = cfg.sync.bigquery.endpoint
-    return bq_scalar(ep, f"SELECT COUNT(*) FROM `{t}`"), bq_scalar(ep, f"SELECT COUNT(DISTINCT {key}) FROM `{t}`")
+    rows = bq_client(cfg.sync.bigquery.endpoint).query(
+        f"SELECT COUNT(*), COUNT(DISTINCT {key}) FROM `{t}` WHERE device_id = '{cfg.device_id}'"
+    ).result()
+    return tuple(next(iter(rows)).values())
 
 
 def _objects(cfg) -> dict[str, object]:
     c = gcs_client(cfg.sync.gcs.endpoint)
-    return {b.name: b for b in c.list_blobs(cfg.sync.gcs.bucket)}
+    return {b.name: b for b in c.list_blobs(cfg.sync.gcs.bucket, prefix=f"skysift/{cfg.device_id}/")}
 
 
 def _targets(cfg):
@@ -107,8 +116,12 @@ def test_contract_push_delivers_once(env, tmp_path, aerial_tiles, label):
 
 # --- BigQuery -------------------------------------------------------------------------------
 
-def test_init_creates_partitioned_clustered_tables_and_views(env):
-    cfg = env()
+def test_init_creates_partitioned_clustered_tables_and_views(cloud, tmp_path):
+    _, gcs, bq = cloud
+    names = {"bucket": unique("bkt").replace("_", "-"), "dataset": unique("ds")}
+    cfg = _config(names, "drone", "all", gcs, bq, tmp_path)
+    assert init_bucket(cfg).endswith("created")
+    assert any("partitioned by capture_date" in line for line in init_dataset(cfg))
     client = bq_client(cfg.sync.bigquery.endpoint)
     ids = table_ids(cfg)
     t = client.get_table(ids["frames"])
@@ -136,13 +149,14 @@ def test_rows_carry_frame_device_run_and_geography(env, tmp_path, aerial_tiles):
         r["frame_id"]: dict(r)
         for r in bq_client(ep).query(
             f"SELECT frame_id, device_id, hostname, label, p_damaged, ST_X(position) AS x, "
-            f"ST_Y(position) AS y, capture_date, gcs_uri, tile_grid FROM `{table_ids(cfg)['frames']}`"
+            f"ST_Y(position) AS y, capture_date, gcs_uri, tile_grid FROM `{table_ids(cfg)['frames']}` "
+            f"WHERE device_id = '{cfg.device_id}'"
         ).result()
     }
     assert set(got) == {r["frame_id"] for r in rows}
     r0 = rows[0]
     g = got[r0["frame_id"]]
-    assert g["device_id"] == DEVICE and g["hostname"] == "test-host"
+    assert g["device_id"] == cfg.device_id and g["hostname"] == "test-host"
     assert g["label"] == r0["label"] and g["p_damaged"] == pytest.approx(r0["p_damaged"])
     assert g["x"] == pytest.approx(r0["lon"]) and g["y"] == pytest.approx(r0["lat"])
     assert str(g["capture_date"]) == r0["captured_at"][:10]
@@ -165,7 +179,7 @@ def test_batch_crash_points_never_duplicate(env, tmp_path, aerial_tiles):
     keys, rows = target._next(store, 3)
     b2 = batches.create(store, "bigquery", keys, rows)
     assert not set(b1.keys) & set(b2.keys)
-    client.load_table_from_json(b2.rows, target.table_id, job_id=b2.job_id(DEVICE),
+    client.load_table_from_json(b2.rows, target.table_id, job_id=b2.job_id(cfg.device_id),
                                 job_config=target._job_config()).result()
     assert _count(cfg) == (3, 3)
 
@@ -200,9 +214,10 @@ def test_flights_rows_and_latest_view(env, tmp_path, aerial_tiles):
     assert flights.push(store, 10) == 2
     ids = table_ids(cfg)
     ep = cfg.sync.bigquery.endpoint
-    assert bq_scalar(ep, f"SELECT COUNT(*) FROM `{ids['flights']}`") == 3
-    assert bq_scalar(ep, f"SELECT COUNT(*) FROM `{ids['flights_latest']}`") == 2
-    assert bq_scalar(ep, f"SELECT frames FROM `{ids['flights_latest']}` WHERE flight_id = 'fa'") == 7
+    mine = f"WHERE device_id = '{cfg.device_id}'"
+    assert bq_scalar(ep, f"SELECT COUNT(*) FROM `{ids['flights']}` {mine}") == 3
+    assert bq_scalar(ep, f"SELECT COUNT(*) FROM `{ids['flights_latest']}` {mine}") == 2
+    assert bq_scalar(ep, f"SELECT frames FROM `{ids['flights_latest']}` {mine} AND flight_id = 'fa'") == 7
 
 
 def test_dedup_view_hides_rows_written_twice_by_other_means(env, tmp_path, aerial_tiles):
@@ -214,13 +229,15 @@ def test_dedup_view_hides_rows_written_twice_by_other_means(env, tmp_path, aeria
     client = bq_client(cfg.sync.bigquery.endpoint)
     # e.g. a user re-loading an export by hand
     dup = [dict(r) for r in client.query(f"SELECT frame_id, flight_id, device_id, status, "
-                                         f"classified_at, synced_at FROM `{ids['frames']}`").result()]
+                                         f"classified_at, synced_at FROM `{ids['frames']}` "
+                                         f"WHERE device_id = '{cfg.device_id}'").result()]
     for r in dup:
         r["classified_at"] = r["classified_at"].isoformat()
         r["synced_at"] = r["synced_at"].isoformat()
     client.load_table_from_json(dup, ids["frames"]).result()
     assert _count(cfg) == (8, 4)
-    assert bq_scalar(cfg.sync.bigquery.endpoint, f"SELECT COUNT(*) FROM `{ids['frames_dedup']}`") == 4
+    assert bq_scalar(cfg.sync.bigquery.endpoint, f"SELECT COUNT(*) FROM `{ids['frames_dedup']}` "
+                     f"WHERE device_id = '{cfg.device_id}'") == 4
 
 
 # --- GCS --------------------------------------------------------------------------------------
@@ -235,9 +252,9 @@ def test_images_named_typed_with_metadata_and_checksums(env, tmp_path, aerial_ti
     damaged = [r for r in rows if r["label"] == "damaged"]
     assert len(objs) == len(damaged) == 2
     for r in damaged:
-        name = f"skysift/{DEVICE}/flight-1/{r['frame_id']}.png"
+        name = f"skysift/{cfg.device_id}/flight-1/{r['frame_id']}.png"
         b = objs[name]
-        data = open(r["image_path"], "rb").read()
+        data = Path(r["image_path"]).read_bytes()
         assert b.content_type == "image/png"
         assert b.md5_hash == base64.b64encode(hashlib.md5(data).digest()).decode()
         assert b.metadata["label"] == "damaged" and b.metadata["sha256"] == r["sha256"]
@@ -245,7 +262,8 @@ def test_images_named_typed_with_metadata_and_checksums(env, tmp_path, aerial_ti
         assert b.metadata["captured_at"] == r["captured_at"]
     # the rows point at the objects
     ep = cfg.sync.bigquery.endpoint
-    uris = bq_scalar(ep, f"SELECT COUNT(gcs_uri) FROM `{table_ids(cfg)['frames']}`")
+    uris = bq_scalar(ep, f"SELECT COUNT(gcs_uri) FROM `{table_ids(cfg)['frames']}` "
+                         f"WHERE device_id = '{cfg.device_id}'")
     assert uris == 2
 
 
@@ -256,15 +274,15 @@ def test_412_after_crash_verifies_checksum_then_marks_done(env, tmp_path, aerial
     bucket = gcs_client(cfg.sync.gcs.endpoint).bucket(cfg.sync.gcs.bucket)
     same, other = rows[0], rows[1]
     # an earlier (crashed) attempt uploaded frame 0 completely...
-    bucket.blob(f"skysift/{DEVICE}/flight-1/{same['frame_id']}.png").upload_from_filename(same["image_path"])
+    bucket.blob(f"skysift/{cfg.device_id}/flight-1/{same['frame_id']}.png").upload_from_filename(same["image_path"])
     # ...and something else sits under frame 1's name (corrupt/foreign object)
-    bucket.blob(f"skysift/{DEVICE}/flight-1/{other['frame_id']}.png").upload_from_string(b"not the image")
+    bucket.blob(f"skysift/{cfg.device_id}/flight-1/{other['frame_id']}.png").upload_from_string(b"not the image")
     target = GcsImages(cfg, "damaged")
     assert target.push(store, 10) == 3
     assert json.loads(store.delivery("gcs", same["frame_id"])["detail"])["how"].startswith("already there")
     assert json.loads(store.delivery("gcs", other["frame_id"])["detail"])["how"] == "replaced"
-    replaced = bucket.get_blob(f"skysift/{DEVICE}/flight-1/{other['frame_id']}.png")
-    assert replaced.download_as_bytes() == open(other["image_path"], "rb").read()
+    replaced = bucket.get_blob(f"skysift/{cfg.device_id}/flight-1/{other['frame_id']}.png")
+    assert replaced.download_as_bytes() == Path(other["image_path"]).read_bytes()
     assert len(_objects(cfg)) == 3
 
 
