@@ -135,8 +135,7 @@ class Agent:
         announced = False
         while True:
             done = pipeline.join(0.2)
-            if progress is not None:
-                progress(pipeline.handled, pipeline.backlog)
+            self._report(progress)
             if pipeline.error is not None:
                 return 1
             if done:
@@ -151,12 +150,17 @@ class Agent:
                 # Signalled: the pipeline drains what is in flight (its threads watch stop too).
                 t0 = time.monotonic()
                 while not pipeline.join(0.2):
-                    if progress is not None:
-                        progress(pipeline.handled, pipeline.backlog)
+                    self._report(progress)
                     if time.monotonic() - t0 > 30:
                         log.error("the pipeline did not drain within 30 s; exiting anyway")
                         return 1
                 return 1 if pipeline.error is not None else 0
+
+    def _report(self, progress: ProgressFn | None) -> None:
+        if progress is None:
+            return
+        p = self.pipeline
+        progress(p.handled, max(p.backlog, getattr(p.source, "discovered", 0)))
 
     def _shutdown(self, store: Store, source: FrameSource | None, classifier: Any, run_id: str | None, code: int) -> int:
         self.ctx.stop.set()

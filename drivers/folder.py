@@ -80,6 +80,7 @@ class FolderSource(FrameSource):
         self._observer = None
         self._flights: set[str] = set()
         self.on_tick: Callable[[], None] | None = None  # the pipeline's liveness heartbeat
+        self.discovered = 0  # complete files found so far (the progress bar's total)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -133,7 +134,9 @@ class FolderSource(FrameSource):
         if not once:
             self._start_watcher()  # before the first scan, so nothing falls between the two
         tick = min(0.25, max(self.settle_seconds / 4, 0.02))
-        yield from self._drain(self._scan(self.root), stop)
+        initial = self._scan(self.root)
+        self.discovered += len(initial)
+        yield from self._drain(initial, stop)
         next_rescan = time.monotonic() + self.rescan_seconds
         once_deadline = time.monotonic() + self.once_wait_s
         while not stop.is_set():
@@ -159,6 +162,7 @@ class FolderSource(FrameSource):
                 ready.extend(self._scan(self.root))
                 next_rescan = time.monotonic() + self.rescan_seconds
             ready.extend(self._settled())
+            self.discovered += len(ready)
             yield from self._drain(ready, stop)
 
     def _drain(self, frames: list[Frame], stop: threading.Event) -> Iterator[Frame]:

@@ -156,3 +156,36 @@ def test_sigterm_drains_commits_and_exits_zero(tmp_path: Path, aerial_tiles, cac
     res = skysift("run", "--once", cfg=cfg)
     assert res.returncode == 0, res.stderr
     assert _count(db) == len(tiles)
+
+
+def test_once_shows_a_progress_bar_on_a_terminal(tmp_path: Path, aerial_tiles, cache: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for t in aerial_tiles["undamaged"][:12]:
+        shutil.copy(t, inbox)
+    cfg = write_cfg(tmp_path, inbox, cache)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once"],
+        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = out.decode(errors="replace")
+    assert "12/12" in text and "frame/s" in text
