@@ -51,7 +51,7 @@ class LinkLog:
                 "%s still failing after %d attempts over %.0fs: %s",
                 self.link,
                 self.failures,
-                now - (self.since or now),
+                now - (now if self.since is None else self.since),
                 self.last_error,
             )
         else:
@@ -60,11 +60,12 @@ class LinkLog:
     def success(self) -> None:
         """Record a successful attempt; logs one "recovered" line after a failure streak."""
         if self.failures:
+            now = self._clock()
             self.logger.info(
                 "%s recovered after %d failed attempts over %.0fs",
                 self.link,
                 self.failures,
-                self._clock() - (self.since or self._clock()),
+                now - (now if self.since is None else self.since),
             )
         self.failures = 0
         self.since = None
