@@ -226,6 +226,10 @@ class Pipeline:
         self._space_ok = threading.Event()
         self._space_ok.set()
         self._last_space_check = 0.0
+        # The storage budget of sync/budget.py (deletes synced images to make room) when that
+        # module is here and the free-space probe is the real one; else the plain probe below.
+        self._budget_check = _load_budget_check() if free_space is None else None
+        self._source_store: Store | None = None
         self._frames_cap = 64
         self._threads: list[threading.Thread] = []
         self._stop_seen_at: float | None = None
@@ -298,52 +302,71 @@ class Pipeline:
             if last:
                 self._space_ok.set()
         if last:
-            log.warning("ingest resumed: disk space is back")
+            log.warning("ingest resumed: there is room again")
             self.ctx.stats.paused_reason = None
-            self.ctx.bus.publish("resumed", reason="disk space available")
+            self.ctx.bus.publish("resumed", reason="storage available")
 
-    def _min_free_ok(self) -> bool:
-        need = self.cfg.storage.min_free_mb * 1024 * 1024
+    def _space_status(self) -> tuple[bool, str]:
+        """(may ingest go on, why not): the storage budget and the free-space floor."""
+        cfg = self.cfg
+        if self._budget_check is not None and self._source_store is not None:
+            try:
+                # Frees room by deleting synced images first; says pause only when just
+                # unsynced data is left (sync/budget.py).
+                st = self._budget_check(self._source_store, cfg)
+                return st.ok, st.reason or "storage full"
+            except Exception:
+                log.exception("storage budget check failed; using the free-space check alone")
+        need = cfg.storage.min_free_mb * 1024 * 1024
         if need <= 0:
-            return True
+            return True, ""
         try:
-            return self.free_space(self.cfg.storage.dir) >= need
+            free = self.free_space(cfg.storage.dir)
         except OSError:
-            return True  # cannot tell: let the commit find out
+            return True, ""  # cannot tell: the commit will find out
+        if free >= need:
+            return True, ""
+        return False, (
+            f"less than storage.min_free_mb ({cfg.storage.min_free_mb:g} MB) free in {cfg.storage.dir}"
+        )
+
+    def _check_space(self, force: bool = False) -> None:
+        """Pause or resume ingest on the space check (at most twice a second unless forced)."""
+        now = time.monotonic()
+        if not force and now - self._last_space_check < 0.5:
+            return
+        self._last_space_check = now
+        ok, reason = self._space_status()
+        if ok:
+            self._resume("space")
+        else:
+            self._pause("space", reason)
 
     def _wait_for_space(self, stop: threading.Event) -> bool:
         """Block (a lossless source) until ingest may take a frame; False when stopping."""
-        now = time.monotonic()
-        if now - self._last_space_check >= 0.5 or "min_free" in self._paused:
-            self._last_space_check = now
-            if self._min_free_ok():
-                self._resume("min_free")
-            else:
-                self._pause(
-                    "min_free",
-                    f"less than storage.min_free_mb ({self.cfg.storage.min_free_mb:g} MB) free "
-                    f"in {self.cfg.storage.dir}",
-                )
+        self._check_space()
         delay = 0.5
         while not self._space_ok.is_set():
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 10.0)
-            if "min_free" in self._paused and self._min_free_ok():
-                self._resume("min_free")
+            self._check_space(force=True)
         return True
 
     # --- source thread ---------------------------------------------------------------------------
     def _run_source(self, once: bool) -> None:
         stop = self.ctx.stop
         lossy = self.source.lossy
+        if self._budget_check is not None:
+            self._source_store = Store(self.db_path)
         if hasattr(self.source, "on_tick"):
             self.source.on_tick = lambda: self._beat("source")
         try:
             for frame in self.source.frames(stop, once=once):
                 self._beat("source")
                 if lossy:
-                    if self.paused or not self._wait_for_space_nowait():
+                    self._check_space()
+                    if self.paused:  # a live frame cannot wait for the disk
                         self._drop(frame)
                         continue
                     try:
@@ -364,17 +387,10 @@ class Pipeline:
                 self.backlog += 1
                 self.ctx.stats.queue_depth = self.q_in.qsize()
         finally:
+            if self._source_store is not None:
+                self._source_store.close()
+                self._source_store = None
             self.source_done.set()
-
-    def _wait_for_space_nowait(self) -> bool:
-        now = time.monotonic()
-        if now - self._last_space_check >= 0.5:
-            self._last_space_check = now
-            if self._min_free_ok():
-                self._resume("min_free")
-            else:
-                self._pause("min_free", f"less than storage.min_free_mb ({self.cfg.storage.min_free_mb:g} MB) free")
-        return self._space_ok.is_set()
 
     def _drop(self, frame: Frame) -> None:
         self.source.dropped += 1
@@ -800,6 +816,14 @@ class Pipeline:
                     )
                     return None
                 delay = min(delay * 2, 30.0)
+
+
+def _load_budget_check() -> Callable[[Store, Any], Any] | None:
+    try:
+        from sync.budget import check
+    except ImportError:
+        return None
+    return check
 
 
 def record_files(store: Store, items: list[Prepared]) -> None:

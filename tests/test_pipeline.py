@@ -332,7 +332,7 @@ def test_min_free_space_stops_taking_frames_until_space_returns(
         for p in aerial_tiles["damaged"][:10]:
             shutil.copy(p, inbox)
         assert _wait(lambda: any(e.startswith("paused:") for e in events))
-        assert "min_free_mb" in events[0]
+        assert "MB free" in events[0]
         time.sleep(1.0)
         assert agent.ctx.stats.frames_committed == 0
         filler.unlink()
@@ -342,3 +342,27 @@ def test_min_free_space_stops_taking_frames_until_space_returns(
         agent.stop()
         t.join(timeout=20)
     assert code == [0]
+
+
+def test_storage_budget_reached_pauses_ingest(tmp_path: Path, aerial_tiles, classifier) -> None:
+    """storage.max_gb: the database alone is over a tiny budget and nothing is synced, so
+    nothing may be deleted: ingest pauses rather than lose unsynced data."""
+    pytest.importorskip("sync.budget")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = make_cfg(tmp_path, inbox, storage={"max_gb": 1e-6}, source={"settle_seconds": 0.1})
+    agent = Agent(cfg, classifier=classifier)
+    reasons: list[str] = []
+    agent.ctx.bus.subscribe("paused", lambda **kw: reasons.append(kw["reason"]))
+    t, code = _run_bg(agent)
+    try:
+        for p in aerial_tiles["damaged"][:3]:
+            shutil.copy(p, inbox)
+        assert _wait(lambda: bool(reasons))
+        time.sleep(0.5)
+        assert agent.ctx.stats.frames_committed == 0
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert code == [0]
+    assert "budget" in reasons[0]
