@@ -141,11 +141,18 @@ def to_markdown(rep: dict[str, Any]) -> str:
                 ["workload", "sample", "frames/s", "read+resize ms", "predict ms (mean)", "predict ms (p95)", "peak RSS MB"],
                 rows,
             )
-            lines += [
+            fb = bl.get("frames") or {}
+            note = (
                 "The 2020 loop squashes a whole 12 MP frame to one 128x128 input (no tiling), so on (b) it "
-                "does ~1/48 of the model work skysift does; its rate is per frame on the sample.",
-                "",
-            ]
+                "does 1/48 of the model work skysift does; its rate is per frame on the sample."
+            )
+            if fb.get("tiled_extrapolated_frames_per_s"):
+                note += (
+                    f" Doing skysift's work (one predict per tile, {wl['frames']['meta'].get('tiles_per_frame')} "
+                    f"tiles) it would manage {fb['tiled_extrapolated_frames_per_s']:.2f} frames/s "
+                    "(extrapolated from the measured read and predict times, not run)."
+                )
+            lines += [note, ""]
 
     eng = rep.get("engines")
     if eng:
