@@ -43,9 +43,11 @@ def sync_targets(cfg: Config) -> dict[str, tuple[str, list[Any]]]:
 
     Names match the ``deliveries.target`` values the sync loop and the MQTT publisher use.
     """
+    from sync.paths import DAMAGED_SQL  # the sync loop's own filter: the counts cannot drift
+
     targets: dict[str, tuple[str, list[Any]]] = {}
     if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
-        where = "f.label = 'damaged'" if cfg.sync.upload_images == "damaged" else ""
+        where = DAMAGED_SQL if cfg.sync.upload_images == "damaged" else "f.status = 'classified'"
         targets["gcs"] = (where, [])
     if cfg.sync.bigquery.project:
         targets["bigquery"] = ("", [])
