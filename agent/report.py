@@ -291,8 +291,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / GEOJSON_NAME, out_dir / CSV_NAME, out_dir / HTML_NAME,
                         len(data.frames), len(data.located), len(data.unlocated))
-    with files.geojson.open("w", encoding="utf-8") as fh:
-        json.dump(to_geojson(data), fh, separators=(",", ":"))
+    # json.dumps, not json.dump: dump streams through the pure-Python encoder, 5x slower here.
+    files.geojson.write_text(json.dumps(to_geojson(data), separators=(",", ":")), encoding="utf-8")
     write_csv(data, files.csv)
     files.html.write_text(
         render_html(data, storage_dir=storage_dir, top=top, title=title), encoding="utf-8"
