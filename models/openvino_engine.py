@@ -104,7 +104,7 @@ class OpenVinoClassifier(Classifier):
         except RuntimeError as exc:
             raise EngineUnavailable(f"OpenVINO cannot compile the model for {device}: {_first_line(exc)}") from exc
         self.device = self._execution_device(device)
-        self.precision = "int8" if precision == "int8" else self._effective_precision()
+        self.precision = "int8" if precision == "int8" else self._effective_precision(precision)
         self.requested_device = device
         self._request = self.compiled.create_infer_request()
         self._queue: ov.AsyncInferQueue | None = None
@@ -143,12 +143,24 @@ class OpenVinoClassifier(Classifier):
         actual = ",".join(devices) or requested
         return f"{requested}:{actual}" if requested.split(":")[0] in VIRTUAL_DEVICES else actual
 
-    def _effective_precision(self) -> str:
+    def _effective_precision(self, requested: str) -> str:
         # Read back what the plugin chose: on CPUs with AVX512-BF16/AMX, "auto" means bf16.
         try:
-            return precision_name(self.compiled.get_property(hints.inference_precision))
+            name = precision_name(self.compiled.get_property(hints.inference_precision))
         except RuntimeError:
-            return "auto"
+            name = "auto"
+        if name != "auto":
+            return name
+        # AUTO/MULTI do not expose it: ask the device they picked (when there is one).
+        if requested != "auto":
+            return requested
+        devices = self.device.split(":")[-1].split(",")
+        if len(devices) == 1:
+            try:
+                return precision_name(core().get_property(devices[0], hints.inference_precision))
+            except RuntimeError:
+                pass
+        return "auto"
 
     def _to_p_damaged(self, out: np.ndarray) -> np.ndarray:
         p = np.asarray(out, dtype=np.float32).reshape(-1)

@@ -115,6 +115,9 @@ def test_effective_precision_is_read_back(card):
     # OpenVINO silently runs bf16 on CPUs with AVX512-BF16/AMX: report what really runs.
     assert auto.precision == ("bf16" if "BF16" in caps else "f32")
     assert OpenVinoClassifier(card, "CPU", "f32").precision == "f32"
+    # AUTO picks the device; the result names both, and the precision of the device it picked
+    picked = OpenVinoClassifier(card, "AUTO", "auto")
+    assert picked.device == "AUTO:CPU" and picked.precision == auto.precision
 
 
 def test_int8_needs_the_int8_ir(card):
