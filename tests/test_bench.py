@@ -55,10 +55,18 @@ def test_tiles_workload_is_distinct_and_cached(shared_data, tmp_path):
     assert again.files == w.files and w.files[0].stat().st_mtime_ns == mtime  # reused, not rewritten
 
 
-def test_frames_workload_is_camera_like(shared_data, tmp_path):
-    w = make_frames(shared_data / "aerial-damage", tmp_path / "frames", 3, tile_px=512)
-    assert w.n == 3 and w.meta["tiles_per_frame"] == 48
-    assert len({hashlib.sha256(f.read_bytes()).hexdigest() for f in w.files}) == 3
+@pytest.fixture(scope="module")
+def bench_work(shared_data, tmp_path_factory) -> Path:
+    """A bench work directory holding two synthesized frames (the CLI test reuses them)."""
+    work = tmp_path_factory.mktemp("bench-work")
+    make_frames(shared_data / "aerial-damage", work / "frames", 2, tile_px=512)
+    return work
+
+
+def test_frames_workload_is_camera_like(shared_data, bench_work):
+    w = make_frames(shared_data / "aerial-damage", bench_work / "frames", 2, tile_px=512)
+    assert w.n == 2 and w.meta["tiles_per_frame"] == 48
+    assert len({hashlib.sha256(f.read_bytes()).hexdigest() for f in w.files}) == 2
     for f in w.files:
         size = f.stat().st_size
         assert 3_000_000 <= size <= 4_000_000, size
@@ -123,12 +131,12 @@ def test_engine_specs_parse_and_reject():
     assert {"engine": "openvino", "device": "CPU", "precision": "f32"} in every
 
 
-def _run_bench(tmp_path: Path, shared_data: Path, *args: str) -> tuple[dict, str]:
+def _run_bench(tmp_path: Path, shared_data: Path, *args: str, work: Path | None = None) -> tuple[dict, str]:
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     cmd = [
         sys.executable, "-m", "agent", "bench",
         "--data", str(shared_data / "aerial-damage"),
-        "--work-dir", str(tmp_path / "work"),
+        "--work-dir", str(work or tmp_path / "work"),
         "--json", str(out_json), "--markdown", str(out_md),
         *args,
     ]
@@ -189,9 +197,10 @@ def test_bench_tiles_smoke(shared_data, tmp_path):
     assert "| openvino | CPU" in md
 
 
-def test_bench_frames_smoke(shared_data, tmp_path):
+def test_bench_frames_smoke(shared_data, tmp_path, bench_work):
     rep, md = _run_bench(
         tmp_path, shared_data, "--workload", "frames", "--n", "2", "--no-baseline", "--engines",
+        work=bench_work,
     )
     f = rep["workloads"]["frames"]
     assert f["files"] == 2 and f["tile_px"] == 512 and f["meta"]["tiles_per_frame"] == 48
