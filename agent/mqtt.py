@@ -245,6 +245,9 @@ class MqttPublisher:
             # RuntimeError/ValueError: the connection dropped meanwhile; the last will covers it.
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=3)
+        # paho's network thread may run one more loop after disconnect() and log a spurious
+        # "Client is not connected" error: the stop is deliberate, so silence it.
+        self.client.disable_logger()
         self.client.disconnect()
         self.client.loop_stop()
 
