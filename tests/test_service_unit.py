@@ -102,6 +102,12 @@ def test_install_writes_unit_user_dirs_and_a_working_config(installed):
     assert cfg.db_path == Path("/var/lib/skysift/skysift.db")
     # No systemd on a temp root: the directories tmpfiles would create are made directly.
     assert (prefix / "var/lib/skysift/inbox").is_dir()
+    # `sudo skysift status` on the device: a wrapper defaulting to the service's config.
+    wrapper = prefix / "usr/local/bin/skysift"
+    assert os.access(wrapper, os.X_OK)
+    res = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "skysift" in res.stdout
+    assert "SKYSIFT_CONFIG:=/etc/skysift/skysift.yaml" in wrapper.read_text()
 
 
 def test_install_keeps_an_existing_config_and_substitutes_the_user(tmp_path):
@@ -119,6 +125,13 @@ def test_install_keeps_an_existing_config_and_substitutes_the_user(tmp_path):
     assert "skysift  skysift" not in (prefix / "etc/tmpfiles.d/skysift.conf").read_text()
     skysift("service", "install", "--prefix", str(prefix), "--force-config")
     assert "storage:" in cfg.read_text()
+    # Someone else's /usr/local/bin/skysift is never overwritten.
+    foreign = prefix / "usr/local/bin/skysift"
+    foreign.write_text("#!/bin/sh\necho mine\n")
+    out = skysift("service", "install", "--prefix", str(prefix)).stdout
+    assert "not ours" in out and foreign.read_text() == "#!/bin/sh\necho mine\n"
+    skysift("service", "uninstall", "--prefix", str(prefix))
+    assert foreign.exists()
 
 
 def test_dry_run_changes_nothing(tmp_path):
@@ -144,6 +157,7 @@ def test_uninstall_keeps_data_unless_purged(installed):
     assert not (prefix / "etc/sysusers.d/skysift.conf").exists()
     assert (prefix / "etc/skysift/skysift.yaml").exists()
     assert (prefix / "var/lib/skysift/skysift.db").exists()
+    assert not (prefix / "usr/local/bin/skysift").exists()
     skysift("service", "uninstall", "--prefix", str(prefix), "--purge")
     assert not (prefix / "etc/skysift").exists() and not (prefix / "var/lib/skysift").exists()
 

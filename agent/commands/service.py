@@ -9,7 +9,8 @@
   the directories);
 - ``/etc/skysift/skysift.yaml``, the commented example config with ``storage.dir`` set to
   ``/var/lib/skysift`` and the watched folder ``/var/lib/skysift/inbox`` (an existing file is
-  kept), and the root-only ``/etc/skysift/credentials/`` for LoadCredential=.
+  kept), and the root-only ``/etc/skysift/credentials/`` for LoadCredential=;
+- ``/usr/local/bin/skysift``, a wrapper defaulting ``$SKYSIFT_CONFIG`` to the service's config.
 
 When the prefix is ``/`` and systemd is running, it then runs ``systemd-sysusers``,
 ``systemd-tmpfiles --create`` and ``systemctl daemon-reload`` (and ``enable --now`` with
@@ -34,6 +35,8 @@ UNIT_NAME = "skysift.service"
 DEFAULT_EXEC = "/opt/skysift/venv/bin/skysift"
 STATE_DIR = "/var/lib/skysift"
 INBOX = f"{STATE_DIR}/inbox"
+WRAPPER = "usr/local/bin/skysift"
+WRAPPER_MARK = "# written by `skysift service install`"
 
 
 class ServiceError(SkysiftError):
@@ -102,6 +105,25 @@ def render_config(example: str) -> str:
     return header + text
 
 
+def render_wrapper(exec_path: str) -> str:
+    """/usr/local/bin/skysift: the service's skysift, with the service's config by default, so
+    that `sudo skysift status` on the device reports on the service."""
+    return (
+        "#!/bin/sh\n"
+        f"{WRAPPER_MARK}\n"
+        ": \"${SKYSIFT_CONFIG:=/etc/skysift/skysift.yaml}\"\n"
+        "export SKYSIFT_CONFIG\n"
+        f'exec {exec_path} "$@"\n'
+    )
+
+
+def _ours(path: Path) -> bool:
+    try:
+        return WRAPPER_MARK in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 @dataclass
 class Plan:
     """What install/uninstall will do, so --dry-run can show exactly that."""
@@ -140,6 +162,11 @@ def plan_install(prefix: Path, user: str, exec_path: str, now: bool, force_confi
     else:
         p.files.append((cfg_path, render_config(example_config()), 0o640))
     p.dirs.append((root / "etc/skysift/credentials", 0o700))
+    wrapper = root / WRAPPER
+    if wrapper.exists() and not _ours(wrapper):
+        p.notes.append(f"left {wrapper} alone (not ours); run {exec_path} -c /etc/skysift/skysift.yaml")
+    elif Path(exec_path) != Path("/") / WRAPPER:
+        p.files.append((wrapper, render_wrapper(exec_path), 0o755))
     if systemd_running(prefix):
         p.commands.append(["systemd-sysusers", "/etc/sysusers.d/skysift.conf"])
         p.commands.append(["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/skysift.conf"])
@@ -166,6 +193,8 @@ def plan_uninstall(prefix: Path, purge: bool) -> Plan:
         prefix / "etc/sysusers.d/skysift.conf",
         prefix / "etc/tmpfiles.d/skysift.conf",
     ]
+    if _ours(prefix / WRAPPER):
+        p.remove.append(prefix / WRAPPER)
     if purge:
         p.remove += [prefix / "etc/skysift", prefix / STATE_DIR.lstrip("/")]
     else:

@@ -86,7 +86,8 @@ class Container:
         return self.run("journalctl", "-u", "skysift.service", "--no-pager", "-o", "cat", check=False).stdout
 
     def status(self) -> dict:
-        res = self.run("/opt/skysift/venv/bin/skysift", "-c", "/etc/skysift/skysift.yaml", "status", "--json")
+        # The wrapper `service install` puts on PATH defaults to the service's config.
+        res = self.run("/usr/local/bin/skysift", "status", "--json")
         return json.loads(res.stdout)
 
     def wait(self, predicate, timeout: float, what: str, interval: float = 0.5):
@@ -240,4 +241,9 @@ def test_installed_unit_runs_hardened_classifies_and_is_restarted_by_the_watchdo
     assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
     assert "Deactivated successfully" in c.journal()
     assert c.status()["running"] is False
+
+    # --- uninstall: the unit goes, the data stays -----------------------------------------------
+    c.run("/opt/skysift/venv/bin/skysift", "service", "uninstall")
+    assert c.show("LoadState")["LoadState"] == "not-found"
+    assert (c.state / "skysift.db").exists()  # type: ignore[attr-defined]
     print(f"service test body took {time.monotonic() - started:.1f}s")
