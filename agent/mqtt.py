@@ -172,6 +172,7 @@ class MqttPublisher:
         #: set once the broker confirmed the command/telemetry subscriptions of this connection
         self.subscribed = threading.Event()
         self.last_error: str | None = None
+        self._refused = False
         self.published = 0  # frame messages acknowledged by the broker (this process)
 
         self._stop = threading.Event()
@@ -272,6 +273,7 @@ class MqttPublisher:
     # --- paho callbacks (paho's network thread: record and wake, nothing more) -----------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
+            self._refused = True  # paho disconnects next: keep this reason, not that one
             self.last_error = f"connection refused: {reason_code}"
             self._conn_log.failure("MQTT broker %s:%d refused the connection: %s",
                                    self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
@@ -307,9 +309,18 @@ class MqttPublisher:
         was = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
-        if was and not self._stop.is_set():
+        refused, self._refused = self._refused, False
+        if self._stop.is_set():
+            pass
+        elif was:
             self.last_error = f"disconnected: {reason_code}"
             self._conn_log.failure("MQTT connection lost: %s", reason_code)
+        elif not refused:
+            # Closed before any CONNACK: with TLS 1.3 a rejected client certificate shows up
+            # only here (paho logs the TLS alert itself).
+            self.last_error = f"connection closed before it was accepted: {reason_code}"
+            self._conn_log.failure("MQTT broker %s:%d closed the connection before accepting it",
+                                   self.cfg.mqtt.host, self.cfg.mqtt.port)
         self._wake.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:

@@ -173,8 +173,11 @@ def _run_as_lines() -> list[str]:
     return ["user root"] if os.geteuid() == 0 else []
 
 
-def make_broker(workdir: Path, *, tls: bool = False, port: int | None = None) -> Broker:
-    """Write a config for a broker on a free loopback port (not started yet)."""
+def make_broker(
+    workdir: Path, *, tls: bool = False, require_certificate: bool = False, port: int | None = None
+) -> Broker:
+    """Write a config for a broker on a free loopback port (not started yet). With ``tls``:
+    test CA, password file, and optionally client certificates required (``require_certificate``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     lines = [
@@ -196,7 +199,7 @@ def make_broker(workdir: Path, *, tls: bool = False, port: int | None = None) ->
             f"certfile {broker.tls.server_cert}",
             f"keyfile {broker.tls.server_key}",
             "tls_version tlsv1.2",
-            "require_certificate false",
+            f"require_certificate {'true' if require_certificate else 'false'}",
             "allow_anonymous false",
             f"password_file {broker.password_file}",
         ]

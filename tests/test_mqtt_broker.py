@@ -322,3 +322,26 @@ def test_telemetry_geotags_a_frame(tmp_path, mosquitto):  # noqa: F811
         store.close()
         sub.stop()
 
+
+
+def test_tls_client_certificate_when_the_broker_requires_one(tmp_path, monkeypatch):
+    b = make_broker(tmp_path / "broker-mtls", tls=True, require_certificate=True).start()
+    monkeypatch.setenv("SKYSIFT_MQTT_PASSWORD", PASSWORD)
+    try:
+        with_cert = {"ca_file": str(b.tls.ca), "cert_file": str(b.tls.client_cert),
+                     "key_file": str(b.tls.client_key)}
+        store, ctx, pub = _start(_cfg(tmp_path, b.port, username=USER, tls=with_cert))
+        try:
+            assert pub.connected.wait(15), pub.last_error
+        finally:
+            pub.stop()
+            store.close()
+        store, ctx, pub = _start(_cfg(tmp_path, b.port, username=USER, tls={"ca_file": str(b.tls.ca)}))
+        try:
+            assert wait_for(lambda: pub.last_error is not None, 15)
+            assert not pub.connected.wait(1)
+        finally:
+            pub.stop()
+            store.close()
+    finally:
+        b.stop()
