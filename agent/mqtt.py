@@ -198,11 +198,14 @@ class MqttPublisher:
         self._conn_log = _RateLimitedLog()
         self._threads: list[threading.Thread] = []
         self._dispatcher: CommandDispatcher | None = None
+        self._versions: dict[str, str | None] = {}
 
     # --- component ----------------------------------------------------------------------------
     def start(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         self._current_flight = ctx.stats.current_flight
+        self._versions = versions()  # engines are imported by now (components start last)
+        self._status_cache = self._status_base()
         self._dispatcher = CommandDispatcher(ctx, self.status_now)
         if self.telemetry is not None:
             ctx.telemetry = self.telemetry
@@ -561,10 +564,29 @@ class MqttPublisher:
         for fut in requests:
             fut.set_exception(CommandError("the MQTT publisher is stopping"))
 
-    def _build_status(self, store: Store) -> dict[str, Any]:
+    def _status_base(self) -> dict[str, Any]:
+        """The part of the status that needs no database (also the first "online" message)."""
         ctx = self.ctx
         assert ctx is not None
         stats = ctx.stats
+        with self._lock:
+            # From the flight events, not stats.current_flight: that one is not cleared at the end.
+            current = self._current_flight
+        return {
+            "state": "online",
+            "device_id": self.cfg.device_id,
+            "run_id": ctx.run_id,
+            "versions": self._versions,
+            "engine": stats.engine,
+            "device": stats.device,
+            "precision": stats.precision,
+            "current_flight": current,
+            "paused": stats.paused_reason or self._paused,
+        }
+
+    def _build_status(self, store: Store) -> dict[str, Any]:
+        assert self.ctx is not None
+        stats = self.ctx.stats
         totals = store.db.execute(
             "SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(damaged), 0), COALESCE(SUM(rejected), 0) FROM flights"
         ).fetchone()
@@ -573,26 +595,15 @@ class MqttPublisher:
             backlog["gcs"] = store.count_pending("gcs")
         if self.cfg.sync.bigquery.project:
             backlog["bigquery"] = store.count_pending("bigquery")
-        with self._lock:
-            # From the flight events, not stats.current_flight: that one is not cleared at the end.
-            current = self._current_flight
-        status = {
-            "state": "online",
-            "device_id": self.cfg.device_id,
-            "run_id": ctx.run_id,
-            "versions": versions(),
-            "engine": stats.engine,
-            "device": stats.device,
-            "precision": stats.precision,
-            "current_flight": current,
-            "paused": stats.paused_reason or self._paused,
+        status = self._status_base()
+        status.update({
             "frames": {"total": totals[0], "damaged": totals[1], "rejected": totals[2],
                        "this_run": stats.frames_committed},
             "backlog": backlog,
             "sync": dict(self._sync_state),
             "telemetry": None if self.telemetry is None else {"fixes": len(self.telemetry)},
             "updated_at": utcnow(),
-        }
+        })
         stats.extra["mqtt"] = {"connected": self.connected.is_set(), "backlog": backlog[TARGET],
                                "in_flight": len(self._inflight), "last_error": self.last_error}
         return status
