@@ -25,16 +25,16 @@ log = logging.getLogger(__name__)
 
 def openvino_candidates(
     card: ModelCard, devices: list[str], precision: str, cache_dir: Path | None
-) -> list[EngineCandidate]:
-    """One candidate per usable OpenVINO device; [] (logged) when OpenVINO cannot be imported."""
+) -> tuple[list[EngineCandidate], list[str]]:
+    """One candidate per usable OpenVINO device, and why the others cannot be used."""
     try:
         from models import openvino_engine as ove
 
         available = list(ove.core().available_devices)
     except Exception as exc:  # ImportError, or a broken install failing in its own way
         log.warning("OpenVINO is unavailable (%s: %s)", type(exc).__name__, exc)
-        return []
-    out = []
+        return [], [f"openvino: cannot be imported ({type(exc).__name__}: {exc})"]
+    out, skipped = [], []
     for device in devices:
         reason = ove.device_skip_reason(device, available)
         if reason:
@@ -42,13 +42,14 @@ def openvino_candidates(
             # An absent GPU/NPU is the normal case on a CPU-only box.
             level = logging.WARNING if device.split(".")[0] in ove.RETIRED_DEVICES else logging.INFO
             log.log(level, "skipping OpenVINO device %s: %s", device, reason)
+            skipped.append(f"openvino/{device}: {reason}")
             continue
 
         def build(device: str = device):
             return ove.OpenVinoClassifier(card, device=device, precision=precision, cache_dir=cache_dir)
 
         out.append(EngineCandidate(f"openvino/{device}", build))
-    return out
+    return out, skipped
 
 
 def tensorflow_candidate(card: ModelCard, precision: str) -> EngineCandidate:
@@ -74,10 +75,14 @@ def create_frame_classifier(
     """
     card = load_card(model_cfg.path)
     candidates: list[EngineCandidate] = []
+    not_used: list[str] = []
     if model_cfg.engine in ("auto", "openvino"):
-        candidates += openvino_candidates(card, model_cfg.devices, model_cfg.precision, cache_dir)
+        candidates, skipped = openvino_candidates(card, model_cfg.devices, model_cfg.precision, cache_dir)
         if not candidates:
             log.warning("no OpenVINO device of %s can be used here", model_cfg.devices)
+            # Only a fallback when OpenVINO as a whole is out; skipping an absent GPU
+            # before a working CPU is the normal case, not an event.
+            not_used = skipped
     if model_cfg.engine in ("auto", "tensorflow"):
         candidates.append(tensorflow_candidate(card, model_cfg.precision))
     if not candidates:
@@ -92,4 +97,5 @@ def create_frame_classifier(
         batch_size=model_cfg.batch_size,
         damaged_fraction=model_cfg.damaged_fraction,
         bus=bus,
+        unavailable=not_used,
     )

@@ -95,7 +95,10 @@ class FrameClassifier:
         batch_size: int = 64,
         damaged_fraction: float = 0.0,
         bus=None,
+        unavailable: list[str] | None = None,
     ):
+        """``unavailable``: why preferred engines were left out before any was tried (e.g.
+        OpenVINO cannot be imported); activating a later one then counts as a fallback."""
         self.card = card
         self.tile_px = tile_px
         self.batch_size = batch_size
@@ -107,12 +110,12 @@ class FrameClassifier:
         self._active_name = ""
         self.fallbacks: list[dict] = []
         self._model_sha256: str | None = None
-        self._activate_next(reason=None)
+        self._activate_next(reason="; ".join(unavailable) if unavailable else None, previous=unavailable[0].split(":")[0] if unavailable else None)
 
     # ---------------------------------------------------------------- engine selection
 
-    def _activate_next(self, reason: str | None) -> None:
-        previous = self._active_name or None
+    def _activate_next(self, reason: str | None, previous: str | None = None) -> None:
+        previous = self._active_name or previous
         if self._active is not None:
             try:
                 self._active.close()

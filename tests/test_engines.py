@@ -254,6 +254,28 @@ def test_tensorflow_fallback_when_openvino_cannot_be_imported(tmp_path):
     assert 0 <= row["p_damaged"] <= 1
 
 
+def test_openvino_import_failure_is_a_published_fallback(tmp_path, monkeypatch, tf_engine):
+    import models
+
+    # `import openvino` raises ImportError when sys.modules holds None for it.
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.delitem(sys.modules, "models.openvino_engine", raising=False)
+    monkeypatch.delattr(models, "openvino_engine", raising=False)
+    bus, events = EventBus(), []
+    bus.subscribe("engine_fallback", lambda **kw: events.append(kw))
+    cfg, cache = _cfg(tmp_path)
+    fc = create_frame_classifier(cfg, cache, bus=bus)
+    assert (fc.engine, fc.device) == ("tensorflow", "CPU")
+    assert len(events) == 1 and events[0]["from"] == "openvino" and events[0]["to"] == "tensorflow/CPU"
+    assert "cannot be imported" in events[0]["reason"]
+    monkeypatch.undo()
+    with pytest.raises(EngineUnavailable):  # engine: openvino alone has nothing to fall to
+        monkeypatch.setitem(sys.modules, "openvino", None)
+        monkeypatch.delitem(sys.modules, "models.openvino_engine", raising=False)
+        monkeypatch.delattr(models, "openvino_engine", raising=False)
+        create_frame_classifier(_cfg(tmp_path, engine="openvino")[0], cache)
+
+
 # -------------------------------------------------------------------------------- tiling
 
 
