@@ -164,13 +164,37 @@ def _m3_files(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches, _m3_files]
 
 
+@contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[None]:
+    """One real transaction on ``conn``; nested uses join the outer one.
+
+    Opened explicitly (``BEGIN IMMEDIATE``): Python's sqlite3 opens transactions lazily, and
+    sqlite-utils 4 commits each write of ``Database.execute`` when no transaction is open yet,
+    so ``with conn:`` alone would commit statement by statement (a kill -9 in between would
+    leave a frame row without its flight count). IMMEDIATE takes the write lock up front, so
+    two writers wait for each other (busy timeout) instead of failing halfway.
+    """
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    else:
+        conn.commit()
+
+
 def migrate(db: sqlite_utils.Database) -> int:
     """Bring the schema to the latest version; return the version reached."""
     current = db.execute("PRAGMA user_version").fetchone()[0]
     for version, step in enumerate(MIGRATIONS, start=1):
         if version <= current:
             continue
-        with db.conn:  # one transaction per migration: a crash leaves the old version intact
+        with atomic(db.conn):  # one transaction per migration: a crash leaves the old version intact
             step(db)
             db.execute(f"PRAGMA user_version = {version}")
     return len(MIGRATIONS)
@@ -205,7 +229,7 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """One atomic write: everything inside commits together or not at all."""
-        with self._lock, self.db.conn:
+        with self._lock, atomic(self.db.conn):
             yield self.db
 
     # --- runs ----------------------------------------------------------------------------------
