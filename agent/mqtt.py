@@ -313,12 +313,10 @@ class MqttPublisher:
         self.connected.clear()
         self.subscribed.clear()
         refused, self._refused = self._refused, False
-        if self._stop.is_set():
-            pass
-        elif was:
+        if was and not self._stop.is_set():
             self.last_error = f"disconnected: {reason_code}"
             self._conn_log.failure("MQTT connection lost: %s", reason_code)
-        elif not refused:
+        elif not was and not refused and not self._stop.is_set():
             # Closed before any CONNACK: with TLS 1.3 a rejected client certificate shows up
             # only here (paho logs the TLS alert itself).
             self.last_error = f"connection closed before it was accepted: {reason_code}"
