@@ -134,6 +134,10 @@ class Syncer:
                 return t
         return None
 
+    def errors(self) -> dict[str, str]:
+        """The last error of every target that is currently failing."""
+        return {k: b.last_error or "" for k, b in self.backoffs.items() if b.down}
+
     def pending(self) -> dict[str, int]:
         return {_label(t): t.pending(self.store) for t in self.targets}
 

@@ -108,14 +108,15 @@ def _once(cfg, timeout: float, as_json: bool) -> int:
     finally:
         syncer.close()
         store.close()
-    summary = {"pushed": pushed, "pending": res.pending, "errors": res.errors, "done": res.all_done}
+    errors = syncer.errors()
+    summary = {"pushed": pushed, "pending": res.pending, "errors": errors, "done": res.all_done}
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         for name, n in res.pending.items():
             line = f"{name}: {pushed.get(name, 0)} pushed, {n} pending"
-            if name in res.errors:
-                line += f" (last error: {res.errors[name]})"
+            if name in errors:
+                line += f" (last error: {errors[name]})"
             print(line)
     if not res.all_done:
         print("skysift: sync incomplete: items still pending", file=sys.stderr)
