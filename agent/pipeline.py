@@ -185,7 +185,8 @@ class Pipeline:
 
     #: decoded pixels per batch: large frames make small batches, tiles make large ones
     BATCH_PIXELS = 24_000_000
-    MAX_BATCH_FRAMES = 256
+    #: and never more frames than this: what is in flight at SIGTERM must finish in a moment
+    MAX_BATCH_FRAMES = 64
 
     def __init__(
         self,
@@ -402,6 +403,21 @@ class Pipeline:
     def _take_batch(self) -> list[Frame] | None:
         """Up to ``_frames_cap`` frames; None when the source is done and the queue empty."""
         stop = self.ctx.stop
+        if stop.is_set() and not self.source.lossy:
+            # Stopping: frames still queued from a folder were not started; the folder is
+            # rescanned on the next start, so leaving them costs nothing and shortens the stop.
+            left = 0
+            while True:
+                try:
+                    self.q_in.get_nowait()
+                    left += 1
+                except queue.Empty:
+                    break
+            if left:
+                log.info("stopping: %d queued files left for the next start", left)
+                self.handled += left
+            if self.source_done.is_set() or self._stopped_long_enough():
+                return None
         while True:
             try:
                 first = self.q_in.get(timeout=0.1)
@@ -410,11 +426,9 @@ class Pipeline:
                 self._beat("decode")
                 if self.source_done.is_set() and self.q_in.empty():
                     return None
-                if stop.is_set():
+                if stop.is_set() and self._stopped_long_enough() and self.q_in.empty():
                     # A source stuck in a blocking read must not hold up the shutdown.
-                    self._stop_seen_at = self._stop_seen_at or time.monotonic()
-                    if time.monotonic() - self._stop_seen_at > 2.0 and self.q_in.empty():
-                        return None
+                    return None
         batch = [first]
         deadline = time.monotonic() + 0.02
         while len(batch) < self._frames_cap:
@@ -425,6 +439,10 @@ class Pipeline:
                     break
                 time.sleep(0.002)
         return batch
+
+    def _stopped_long_enough(self) -> bool:
+        self._stop_seen_at = self._stop_seen_at or time.monotonic()
+        return time.monotonic() - self._stop_seen_at > 2.0
 
     def _put_mid(self, item: list[Prepared] | None, force: bool = False) -> None:
         while True:
