@@ -1,0 +1,97 @@
+"""The sync loop component (wake-ups, sync_now, stop) and its one retry helper (Backoff)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from emulators import BQ_PROJECT, bigquery_emulator, gcs_emulator, unique  # noqa: F401
+from sync_data import make_frames
+
+from agent.config import parse_config
+from agent.events import EventBus
+from agent.runtime import AgentContext, Stats
+from agent.store import Store, wait_for
+from sync.backoff import Backoff
+from sync.bigquery import init_dataset
+from sync.gcs import init_bucket
+from sync.loop import SyncLoop
+
+
+def test_loop_wakes_on_new_frames_and_on_sync_now(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulator):  # noqa: F811
+    cfg = parse_config({
+        "device_id": unique("loop"),
+        "storage": {"dir": str(tmp_path / "data")},
+        "sync": {
+            "gcs": {"bucket": unique("loop").replace("_", "-"), "endpoint": gcs_emulator.endpoint},
+            "bigquery": {"project": BQ_PROJECT, "dataset": unique("loop"), "endpoint": bigquery_emulator.endpoint},
+            "interval_s": 3600,  # the timer never fires here: only the wake-ups can drain
+        },
+    })
+    init_bucket(cfg)
+    init_dataset(cfg)
+    store = Store(cfg.db_path)
+    bus = EventBus()
+    ctx = AgentContext(cfg=cfg, bus=bus, stats=Stats(), stop=threading.Event())
+    loop = SyncLoop(cfg)
+    loop.start(ctx)
+    try:
+        assert loop._thread.name == "skysift-sync" and loop._thread.is_alive()
+        rows = make_frames(store, aerial_tiles, tmp_path / "a", 5)
+        bus.publish("frames_committed", rows=rows)
+        assert wait_for(lambda: store.count_pending("bigquery") == 0, 60)
+        make_frames(store, aerial_tiles, tmp_path / "b", 4)  # committed without an event
+        assert ctx.command("sync_now") is True
+        assert wait_for(lambda: store.count_pending("bigquery") == 0
+                        and store.count_pending("gcs", where="f.label = 'damaged'") == 0, 60)
+        assert wait_for(lambda: ctx.stats.extra.get("sync_pending", {}).get("bigquery") == 0, 10)
+    finally:
+        loop.stop()
+    assert not loop._thread.is_alive()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_delays_grow_exponentially_with_jitter_and_are_capped():
+    clock = Clock()
+    b = Backoff("t", base_s=1.0, cap_s=30.0, clock=clock, rng=random.Random(1))
+    ceilings = []
+    for _ in range(10):
+        b.failure("boom")
+        ceilings.append(min(30.0, 2 ** (b.failures - 1)))
+        assert 0 <= b.wait_s() <= ceilings[-1]
+        assert not b.ready() or b.wait_s() == 0
+    assert ceilings[-1] == 30.0
+    waits = []
+    for _ in range(200):  # jitter: spread over the whole window, never above the cap
+        b.failure("boom")
+        waits.append(b.wait_s())
+    assert max(waits) <= 30.0 and min(waits) < 10.0 < max(waits)
+    clock.t += 31
+    assert b.ready()
+
+
+def test_one_down_line_rate_limited_reminders_one_recovered_line(caplog):
+    clock = Clock()
+    b = Backoff("sync gcs", base_s=1.0, cap_s=5.0, remind_every_s=60.0, clock=clock)
+    with caplog.at_level(logging.INFO, logger="sync.backoff"):
+        assert b.failure("connection refused") is True
+        for _ in range(50):  # fifty retries within a minute: no new lines
+            clock.t += 1
+            assert b.failure("connection refused") is False
+        clock.t += 20  # past the reminder interval: one reminder
+        b.failure("connection refused")
+        assert b.success() is True
+        assert b.success() is False  # already up: nothing to say
+    msgs = [r.getMessage() for r in caplog.records]
+    assert len(msgs) == 3
+    assert "link down" in msgs[0] and "still down after 52 attempts" in msgs[1]
+    assert "recovered after 52 failed attempts" in msgs[2]
+    assert b.ready() and not b.down
