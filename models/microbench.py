@@ -18,14 +18,18 @@ from models.base import Classifier
 from models.card import ModelCard, load_card
 
 
-def _median_ms(fn, x: np.ndarray, runs: int, per: int) -> float:
-    fn(x)  # warm-up: first-call allocation and tracing are start-up cost, not per image
-    times = []
+def _interleaved_medians(engines: list[Classifier], x: np.ndarray, runs: int) -> list[float]:
+    """Median ms per image of each engine on ``x``, the engines taking turns run by run so a
+    change of machine load (a shared CI box) hits all of them alike."""
+    for clf in engines:
+        clf.predict(x)  # warm-up: first-call allocation and tracing are start-up cost
+    times: list[list[float]] = [[] for _ in engines]
     for _ in range(runs):
-        t = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t) * 1000.0 / per)
-    return statistics.median(times)
+        for i, clf in enumerate(engines):
+            t = time.perf_counter()
+            clf.predict(x)
+            times[i].append((time.perf_counter() - t) * 1000.0 / len(x))
+    return [statistics.median(t) for t in times]
 
 
 def build_engines(
@@ -68,22 +72,27 @@ def engine_latency(
     idx = np.arange(batch_size) % len(tiles)
     batch = np.ascontiguousarray(tiles[idx])
     one = np.ascontiguousarray(tiles[:1])
-    rows = []
-    for clf in build_engines(card, engines, cache_dir):
-        try:
-            rows.append(
-                {
-                    "engine": clf.engine,
-                    "device": clf.device,
-                    "precision": clf.precision,
-                    "batch1_ms": round(_median_ms(clf.predict, one, runs, 1), 3),
-                    "batched_ms": round(_median_ms(clf.predict, batch, batch_runs, batch_size), 3),
-                    "batch_size": batch_size,
-                    "runs": runs,
-                }
-            )
-        finally:
+    built = build_engines(card, engines, cache_dir)
+    try:
+        single = _interleaved_medians(built, one, runs)
+        batched = _interleaved_medians(built, batch, batch_runs)
+    finally:
+        for clf in built:
             clf.close()
+    rows = []
+    for clf, b1, bn in zip(built, single, batched, strict=True):
+        rows.append(
+            {
+                "engine": clf.engine,
+                "device": clf.device,
+                "precision": clf.precision,
+                "batch1_ms": round(b1, 3),
+                "batched_ms": round(bn, 3),
+                "batch_size": batch_size,
+                "runs": runs,
+                "batch_runs": batch_runs,
+            }
+        )
     return rows
 
 
