@@ -180,10 +180,13 @@ def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_ti
     _assert_exactly_once(cfg, store, gcs.endpoint, bq.endpoint)
 
 
-def _open_batches(db: Path) -> int:
+def _batches(db: Path) -> tuple[int, int]:
+    """(batches ever created, batches open now)."""
     s = Store(db, readonly=True)
     try:
-        return s.db.execute("SELECT COUNT(*) FROM sync_batches WHERE state = 'open'").fetchone()[0]
+        return s.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(state = 'open'), 0) FROM sync_batches"
+        ).fetchone()
     finally:
         s.close()
 
@@ -212,15 +215,16 @@ def test_kill9_during_uploads_and_bigquery_writes(tmp_path, aerial_tiles, shared
     try:
         # rows go first, so three kills while a load job is in flight, then three mid-upload
         for phase in ["bigquery"] * 3 + ["gcs"] * 3:
-            before = _gcs_done(cfg.db_path)
+            before = _gcs_done(cfg.db_path) if phase == "gcs" else _batches(cfg.db_path)[0]
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
             def busy(proc=proc, phase=phase, before=before) -> bool:
                 if proc.poll() is not None:
                     return True
-                if phase == "bigquery":
-                    return _open_batches(cfg.db_path) > 0
-                return _gcs_done(cfg.db_path) > before
+                if phase == "bigquery":  # a new batch was recorded and its load job is in flight
+                    created, open_now = _batches(cfg.db_path)
+                    return created > before and open_now > 0
+                return _gcs_done(cfg.db_path) > before  # uploads done and more in flight
 
             if wait_for(busy, 60, 0.01) and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
