@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 #: extensions picked up when walking a folder (a file named on the command line is always tried)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-#: frames decoded and classified together (their tiles share batches)
+#: frames decoded and classified together (their tiles share batches), bounded in count and in
+#: decoded pixels so a folder of 12 MP frames does not hold gigabytes of arrays at once
 CHUNK_FRAMES = 16
+CHUNK_PIXELS = 48_000_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
             except ImageError as exc:
                 decoded = exc
             chunk.append((path, decoded))
-            if len(chunk) >= CHUNK_FRAMES:
+            pixels = sum(d.gray.size for _, d in chunk if not isinstance(d, ImageError))
+            if len(chunk) >= CHUNK_FRAMES or pixels >= CHUNK_PIXELS:
                 flush()
         flush()
     finally:
