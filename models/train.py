@@ -176,7 +176,16 @@ def _seed_everything(seed: int) -> None:
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    # Same seed, same data, same machine -> same weights. Costs a little speed on CPU.
+    # Same seed, same data, same machine -> same weights. Op determinism alone is not enough
+    # on CPU: with several inter-op threads the gradient sums are added in whatever order the
+    # threads finish (measured: different weights after one step). One inter-op thread keeps
+    # the order fixed; each op still uses every core (intra-op threads).
+    if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TF already initialised by the caller: cannot be changed now
+            log.warning("TensorFlow is already running with several inter-op threads; "
+                        "training will not be bit-for-bit reproducible")
     tf.config.experimental.enable_op_determinism()
 
 
