@@ -180,6 +180,9 @@ def test_bench_tiles_smoke(shared_data, tmp_path):
     _check_stages(t["stages"], 60, 60)
     if "pipeline" in t:
         _check_pipeline(t["pipeline"], 60, 60)
+    h = t["handbuilt"]
+    assert h["rows_in_db"] == 60 and h["tiles_per_frame"] == 1 and h["frames_per_s"] > 0
+    assert h["tensorflow_loaded"] is False
     b = t["baseline_2020"]
     assert b["frames"] == 4 and b["sample_of"] == 60 and b["frames_per_s"] > 0
     assert b["total_ms"]["mean"] == pytest.approx(b["read_resize_ms"]["mean"] + b["predict_ms"]["mean"])
@@ -192,7 +195,8 @@ def test_bench_tiles_smoke(shared_data, tmp_path):
     assert e["batch1_ms"]["n"] >= 100 and 0 < e["batch1_ms"]["p50"] <= e["batch1_ms"]["p95"]
     assert e["batched_images_per_s"] == pytest.approx(1000 / e["batched_ms_per_image"]["mean"])
     assert e["tensorflow_loaded"] is False
-    for heading in ("## Whole pipeline", "## Time per stage", "## The 2020 loop", "## Per-image inference"):
+    for heading in ("## Whole pipeline", "### Against a hand-built", "## Time per stage", "## The 2020 loop",
+                    "## Per-image inference"):
         assert heading in md
     assert "| openvino | CPU" in md
 
@@ -205,6 +209,7 @@ def test_bench_frames_smoke(shared_data, tmp_path, bench_work):
     f = rep["workloads"]["frames"]
     assert f["files"] == 2 and f["tile_px"] == 512 and f["meta"]["tiles_per_frame"] == 48
     _check_stages(f["stages"], 2, 96)
+    assert f["handbuilt"]["rows_in_db"] == 2 and f["handbuilt"]["tiles_per_frame"] == 48
     if "pipeline" in f:
         _check_pipeline(f["pipeline"], 2, 96)
     assert "engines" not in rep and "baseline_2020" not in f

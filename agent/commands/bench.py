@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="pipeline runs per workload; the median is reported")
     p.add_argument("--no-baseline", action="store_true", help="skip the 2020 loop")
     p.add_argument("--baseline-sample", type=int, default=None, help="images of each workload the 2020 loop reads")
+    p.add_argument("--no-handbuilt", action="store_true", help="skip the hand-built OpenVINO loop")
     p.add_argument("--no-stages", action="store_true", help="skip the stage-by-stage run")
     p.add_argument("--sync", action="store_true", help="also run the sync benchmark (GCS and BigQuery emulators)")
     p.add_argument("--sync-n", type=int, default=10_000, help="frames in the sync benchmark's flight")
@@ -70,6 +71,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.baseline_sample:
         opts.baseline_tiles = opts.baseline_frames = args.baseline_sample
     opts.stages = not args.no_stages
+    opts.handbuilt = not args.no_handbuilt
     opts.sync = args.sync
     opts.sync_n = args.sync_n
     opts.data_dir = args.data or DEFAULT_DATA
