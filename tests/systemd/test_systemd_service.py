@@ -242,6 +242,21 @@ def test_installed_unit_runs_hardened_classifies_and_is_restarted_by_the_watchdo
     assert "Deactivated successfully" in c.journal()
     assert c.status()["running"] is False
 
+    # --- what the unit's comments forbid really breaks it: MemoryDenyWriteExecute= ---------------
+    dropin = "/etc/systemd/system/skysift.service.d/test-mdwe.conf"
+    c.run("sh", "-c", f"printf '[Service]\\nMemoryDenyWriteExecute=yes\\n' > {dropin}")
+    c.run("systemctl", "daemon-reload")
+    shutil.rmtree(c.state / "ov-cache", ignore_errors=True)  # type: ignore[attr-defined]  # a cold start
+    # engine: openvino, so that it fails at once (auto would fall back to TensorFlow, slowly).
+    c.run("sed", "-i", "s/^  engine: auto$/  engine: openvino/", "/etc/skysift/skysift.yaml")
+    assert c.run("systemctl", "start", "skysift.service", check=False, timeout=300).returncode != 0
+    assert "can't protect" in c.journal()  # OpenVINO's JIT needs W+X memory
+    c.run("sed", "-i", "s/^  engine: openvino$/  engine: auto/", "/etc/skysift/skysift.yaml")
+    c.run("rm", dropin)
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "stop", "skysift.service")
+    c.run("systemctl", "reset-failed", "skysift.service", check=False)
+
     # --- uninstall: the unit goes, the data stays -----------------------------------------------
     c.run("/opt/skysift/venv/bin/skysift", "service", "uninstall")
     assert c.show("LoadState")["LoadState"] == "not-found"
