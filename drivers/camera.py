@@ -153,8 +153,7 @@ class CameraSource(FrameSource):
                     return
                 self.read_failures += 1
                 failures += 1
-                if not self._reopen(stop, failures):
-                    continue
+                self._reopen(stop, failures)
                 continue
             if failures:
                 log.info("camera %s is back after %d failures", self.spec, failures)
