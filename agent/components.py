@@ -57,10 +57,11 @@ def build_components(cfg: Config) -> list[Component]:
         if mqtt is not None:
             components.append(mqtt(cfg))
 
-    # --- sync loop (GCS + BigQuery): when a bucket or a BigQuery project is set ---------------
-    if cfg.sync.gcs.bucket or cfg.sync.bigquery.project:
-        sync_loop = _load("sync.loop", "SyncLoop")
+    # --- sync loop (GCS + BigQuery): sync.loop.build returns None when no target is set -------
+    build_sync = _load("sync.loop", "build")
+    if build_sync is not None:
+        sync_loop = build_sync(cfg)
         if sync_loop is not None:
-            components.append(sync_loop(cfg))
+            components.append(sync_loop)
 
     return components
