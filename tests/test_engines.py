@@ -25,9 +25,12 @@ from models.factory import create_frame_classifier
 from models.frame import EngineCandidate, FrameClassifier, cut_tiles, tile_starts
 
 ROOT = Path(__file__).resolve().parents[1]
-#: |p_openvino - p_tensorflow| bound on every shared tile, for every OpenVINO precision on CPU
-#: (FP16-compressed IR vs FP32 Keras; bf16 on CPUs with AMX/AVX512-BF16 is the widest).
+#: |p_openvino - p_tensorflow| bound on every shared tile: FP16-compressed IR run in f32 or f16
+#: vs FP32 Keras (measured max 0.004 / 0.007 with the shipped model) ...
 TOLERANCE = 0.02
+#: ... and run in bf16, which OpenVINO picks by itself on CPUs with AMX/AVX512-BF16 (8-bit
+#: mantissa; measured max 0.018)
+TOLERANCE_BF16 = 0.05
 
 
 @pytest.fixture(scope="session")
@@ -96,12 +99,13 @@ def test_openvino_and_tensorflow_agree_on_every_shared_tile(card, tiles, p_ref):
     ref_damaged = (1 - p_ref) < thr if card.output_is_p_undamaged else p_ref >= thr
     for precision in ("f32", "f16", "auto"):
         ov = OpenVinoClassifier(card, "CPU", precision)
+        tol = TOLERANCE_BF16 if ov.precision == "bf16" else TOLERANCE
         p = ov.predict(tiles[0])
         diff = np.abs(p - p_ref)
-        assert diff.max() <= TOLERANCE, (precision, ov.precision, float(diff.max()))
+        assert diff.max() <= tol, (precision, ov.precision, float(diff.max()))
         damaged = (1 - p) < thr if card.output_is_p_undamaged else p >= thr
         # A decision may only differ where the reference is within the tolerance of the threshold.
-        near = np.abs(p_ref - (1 - thr if card.output_is_p_undamaged else thr)) <= TOLERANCE
+        near = np.abs(p_ref - (1 - thr if card.output_is_p_undamaged else thr)) <= tol
         assert not np.any((damaged != ref_damaged) & ~near), precision
         assert int((damaged != ref_damaged).sum()) <= 1, precision
         ov.close()
