@@ -400,20 +400,15 @@ def _keras_model(model_path: Path | None) -> Path | None:
 
 
 def bench_sync(work: Path, opts: BenchOptions) -> dict[str, Any]:
+    """The sync engineer's benchmark (sync/bench.py): rows/s into BigQuery and images/s into GCS
+    for one flight against the emulators, and the 2020 one-call-per-image way."""
     if importlib.util.find_spec("sync.bench") is None:
         return {"skipped": "sync/bench.py is not in this checkout"}
-    import inspect
-
     from sync.bench import run_sync_bench
 
-    params = inspect.signature(run_sync_bench).parameters
-    kwargs: dict[str, Any] = {}
-    for name, value in (("n", opts.sync_n), ("n_frames", opts.sync_n), ("frames", opts.sync_n),
-                        ("work_dir", work / "sync"), ("workdir", work / "sync"), ("data_dir", opts.data_dir)):
-        if name in params:
-            kwargs[name] = value
     (work / "sync").mkdir(exist_ok=True)
-    res = run_sync_bench(**kwargs)
+    # run_sync_bench wants the shared data folder (it reads aerial-damage/*/*.png under it)
+    res = run_sync_bench(n_frames=opts.sync_n, work_dir=work / "sync", data_dir=opts.data_dir.parent)
     return res if isinstance(res, dict) else {"result": res}
 
 

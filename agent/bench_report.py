@@ -235,6 +235,13 @@ def to_markdown(rep: dict[str, Any]) -> str:
         lines += ["## Sync", ""]
         if "markdown" in sy:
             lines += [sy["markdown"], ""]
+            extra = []
+            if sy.get("rows_speedup"):
+                extra.append(f"Speed-up over the 2020 way: rows {sy['rows_speedup']}x, images {sy.get('images_speedup')}x.")
+            if sy.get("note"):
+                extra.append(sy["note"][0].upper() + sy["note"][1:] + ".")
+            if extra:
+                lines += [" ".join(extra), ""]
         else:
             lines += ["```", *(f"{k}: {v}" for k, v in sy.items()), "```", ""]
     return "\n".join(lines)

@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "processes and prints a Markdown report. Workloads: (a) 128x128 PNG tiles, "
         "(b) 4000x3000 JPEG frames of ~3.5 MB cut into tiles.",
     )
-    p.add_argument("--workload", choices=["tiles", "frames", "all"], default="all")
+    p.add_argument(
+        "--workload", choices=["tiles", "frames", "all", "none"], default="all",
+        help="none: only the engine table (and --sync)",
+    )
     p.add_argument("--n", type=int, default=None, help="images per workload (default: 10000 tiles, 300 frames)")
     p.add_argument("--n-tiles", type=int, default=None, help="override --n for the tiles workload")
     p.add_argument("--n-frames", type=int, default=None, help="override --n for the frames workload")
@@ -52,7 +55,7 @@ def _bench(args: argparse.Namespace) -> int:
     from agent.commands import load
 
     cfg = load(args)
-    workloads = ["tiles", "frames"] if args.workload == "all" else [args.workload]
+    workloads = {"all": ["tiles", "frames"], "none": []}.get(args.workload, [args.workload])
     opts = BenchOptions(workloads=workloads)
     if args.n is not None:
         opts.n_tiles = opts.n_frames = args.n
