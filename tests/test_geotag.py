@@ -176,3 +176,30 @@ def test_pipeline_geotags_from_exif_track_and_mtime(tmp_path: Path, exif_samples
     assert t["geo_source"] == "track"
     assert t["lat"] == pytest.approx(40.0006) and t["lon"] == pytest.approx(-3.0012)
     assert rows["late.png"]["geo_source"] == "none" and rows["late.png"]["lat"] is None
+
+
+def test_pipeline_uses_ctx_telemetry_after_the_track(tmp_path: Path, aerial_tiles, classifier) -> None:
+    """A live position source registered as ctx.telemetry (the MQTT subscriber's role) places
+    frames the track cannot; the telemetry source itself is another component's."""
+    from agent.agent import Agent
+    from agent.store import Store
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(aerial_tiles["damaged"][0], inbox / "a.png")
+    cfg = parse_config(
+        {
+            "source": {"folder": str(inbox), "settle_seconds": 0},
+            "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0},
+        }
+    )
+    agent = Agent(cfg, classifier=classifier)
+    tele = _Telemetry(Position(35.0, 139.0, 50.0, T0))
+    agent.ctx.telemetry = tele
+    assert agent.run(once=True) == 0
+    store = Store(cfg.db_path)
+    (row,) = store.frames()
+    store.close()
+    assert (row["lat"], row["lon"], row["alt"], row["geo_source"]) == (35.0, 139.0, 50.0, "telemetry")
+    mtime = datetime.fromtimestamp((inbox / "a.png").stat().st_mtime, tz=timezone.utc)
+    assert abs((tele.asked[0] - mtime).total_seconds()) < 0.01  # asked at the capture time
