@@ -318,3 +318,68 @@ def test_real_agent_speaks_sd_notify(tmp_path, listener, aerial_tiles):
         rc = proc.wait(timeout=60)
     lst.wait_for("STOPPING=1", 5)
     assert rc == 0, proc.stderr.read()[-2000:]
+
+
+class FreezableClassifier:
+    """The real classifier, with a switch that hangs inference (a stuck GPU driver, a deadlock)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.frozen = threading.Event()
+        self.released = threading.Event()
+
+    def classify(self, images):
+        if self.frozen.is_set():
+            self.released.wait()
+        return self.inner.classify(images)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_real_pipeline_with_hung_inference_stops_the_pings(tmp_path, listener, monkeypatch, aerial_tiles):
+    from agent.agent import Agent
+    from models.factory import create_frame_classifier
+
+    lst, path = listener
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = parse_config(
+        {
+            "storage": {"dir": str(tmp_path / "data")},
+            "source": {"folder": str(inbox), "settle_seconds": 0.1},
+            "model": {"devices": ["CPU"]},
+        }
+    )
+    clf = FreezableClassifier(create_frame_classifier(cfg.model, tmp_path / "cache"))
+    agent = Agent(cfg, classifier=clf, components=[Notifier(status_interval_s=0.2, min_stale_s=1.0)])
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    try:
+        lst.wait_for("READY=1", 60)
+        tiles = aerial_tiles["damaged"][:2] + aerial_tiles["undamaged"][:2]
+        for p in tiles[:2]:
+            shutil.copy(p, inbox / p.name)
+        lst.wait_for("STATUS=2 frames", 30)
+        lst.wait_for("WATCHDOG=1", 10, since=time.monotonic())
+
+        clf.frozen.set()
+        for p in tiles[2:]:
+            shutil.copy(p, inbox / p.name)
+        time.sleep(3.0)  # settle + stale time (1 s) + a tick
+        hung = time.monotonic()
+        time.sleep(1.5)
+        assert lst.count("WATCHDOG=1", since=hung) == 0, lst.lines(hung)
+
+        clf.released.set()
+        lst.wait_for("STATUS=4 frames", 30)
+        lst.wait_for("WATCHDOG=1", 10, since=time.monotonic())
+    finally:
+        clf.released.set()
+        agent.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()
+    lst.wait_for("STOPPING=1", 5)
