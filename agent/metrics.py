@@ -57,6 +57,11 @@ class _LiveCollector(Collector):
         )
         d.add_metric([], st.frames_dropped)
         yield d
+        # From the agent's counter, not from events: a fallback while the engine is built
+        # happens before this endpoint starts, and must still show.
+        fb = CounterMetricFamily("skysift_engine_fallbacks", "Fallbacks from one inference engine to another")
+        fb.add_metric([], st.engine_fallbacks)
+        yield fb
         yield GaugeMetricFamily("skysift_paused", "1 while ingest is paused (disk full)", value=int(bool(st.paused_reason)))
         yield GaugeMetricFamily("skysift_frames_per_second", "Frames committed per second, last 60 s", value=st.fps(60.0))
         info = GaugeMetricFamily(
@@ -108,9 +113,6 @@ class MetricsServer:
             buckets=INFERENCE_BUCKETS,
             registry=self.registry,
         )
-        self.fallbacks = Counter(
-            "skysift_engine_fallbacks", "Run-time fallbacks to another engine", ["to"], registry=self.registry
-        )
         self.sync_failures = Counter(
             "skysift_sync_failures", "Failed sync attempts per target", ["target"], registry=self.registry
         )
@@ -130,9 +132,6 @@ class MetricsServer:
                 self.inference.observe(float(r["inference_ms"]) / 1000.0)
             if r.get("total_ms") is not None:
                 self.frame_total.observe(float(r["total_ms"]) / 1000.0)
-
-    def _on_fallback(self, **payload: Any) -> None:
-        self.fallbacks.labels(to=str(payload.get("to") or "")).inc()
 
     def _on_sync_state(self, target: str, state: str, **_: Any) -> None:
         self.links[target] = state
@@ -169,7 +168,6 @@ class MetricsServer:
 
         self.ctx = ctx
         ctx.bus.subscribe("frames_committed", self._on_frames)
-        ctx.bus.subscribe("engine_fallback", self._on_fallback)
         ctx.bus.subscribe("sync_state", self._on_sync_state)
         host, port = parse_listen(self.cfg.metrics.listen or "")
         if host not in ("127.0.0.1", "localhost", "::1"):
