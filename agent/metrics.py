@@ -15,7 +15,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -118,6 +124,9 @@ class MetricsServer:
         )
         self.links: dict[str, str] = {}
         self.registry.register(_LiveCollector(self))
+        # Memory, CPU time, open files of the agent process; Python version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._local = threading.local()

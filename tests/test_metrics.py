@@ -84,6 +84,7 @@ def test_metrics_from_events_stats_and_database(server):
     # From the real database: 4 frames, none delivered to BigQuery, one failed attempt.
     assert s[("skysift_sync_backlog", (("target", "bigquery"),))] == 4
     assert s[("skysift_sync_failed_frames", (("target", "bigquery"),))] == 1
+    assert s[("process_resident_memory_bytes", ())] > 0
 
     ctx.bus.publish("sync_state", target="bigquery", state="ok", error=None)
     assert scrape(port)[("skysift_link_up", (("target", "bigquery"),))] == 1
