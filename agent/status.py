@@ -21,12 +21,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.errors import SkysiftError
+
 if TYPE_CHECKING:
     from agent.config import Config
     from agent.runtime import AgentContext
     from agent.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class StatusError(SkysiftError):
+    """The database or state file exists but cannot be read (usually: not run as root)."""
+
 
 STATE_FILE = "state.json"
 STATE_INTERVAL_S = 2.0
@@ -182,11 +189,20 @@ def read_state(cfg: Config) -> tuple[dict[str, Any] | None, bool]:
     """The state file's content (or None) and whether the agent that wrote it is running."""
     try:
         state = json.loads(state_path(cfg).read_text(encoding="utf-8"))
+    except PermissionError:
+        raise StatusError(_denied(state_path(cfg))) from None
     except (OSError, ValueError):
         return None, False
     fresh = time.time() - float(state.get("updated_unix", 0)) < STALE_AFTER_S
     running = fresh and "stopped_at" not in state and _pid_alive(int(state.get("pid", 0)))
     return state, running
+
+
+def _denied(path: Path) -> str:
+    return (
+        f"cannot read {path}: permission denied (the service keeps its data private to its "
+        "user; run `sudo skysift status`)"
+    )
 
 
 def disk_usage(path: Path) -> int:
@@ -224,6 +240,8 @@ def collect(cfg: Config) -> dict[str, Any]:
     db_exists = cfg.db_path.exists()
     out["database_exists"] = db_exists
     if db_exists:
+        if not os.access(cfg.db_path, os.R_OK):
+            raise StatusError(_denied(cfg.db_path))
         store = Store(cfg.db_path, readonly=True)
         try:
             out.update(_from_db(store, cfg))

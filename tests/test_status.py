@@ -154,3 +154,14 @@ def test_cli_text_and_json(cfg_file, db):
     assert res.returncode == 0, res.stderr
     assert "frames    5 total" in res.stdout
     assert "disk      " in res.stdout and "budget" in res.stdout
+
+
+def test_unreadable_database_gives_a_clear_error(cfg_file, db, monkeypatch):
+    # The service's files are 0600 skysift: a plain user gets an explanation, not a traceback.
+    # (Tests run as root, who reads anything, so the access check itself is made to say no.)
+    from agent import status
+    from agent.config import load_config
+
+    monkeypatch.setattr(status.os, "access", lambda *_a, **_k: False)
+    with pytest.raises(status.StatusError, match="sudo skysift status"):
+        status.collect(load_config(cfg_file))
