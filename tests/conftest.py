@@ -30,3 +30,8 @@ def aerial_tiles(shared_data: Path) -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def exif_samples(shared_data: Path) -> Path:
     return shared_data / "exif-samples"
+
+
+# The GCS and BigQuery emulators (tests/emulators.py), registered here so that one of each
+# serves the whole session, however many test files use them.
+from emulators import bigquery_emulator, gcs_emulator, make_bigquery, make_gcs  # noqa: E402, F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from emulators import BQ_PROJECT, bigquery_emulator, gcs_emulator, unique  # noqa: F401
+from emulators import BQ_PROJECT, unique
 from sync_data import make_frames
 
 from agent.config import parse_config
@@ -45,7 +45,7 @@ def camera_frames(tmp_path, aerial_tiles):
 
 
 def test_synced_images_deleted_oldest_first_unsynced_kept(tmp_path, aerial_tiles, camera_frames,
-                                                          gcs_emulator, bigquery_emulator):  # noqa: F811
+                                                          gcs_emulator, bigquery_emulator):
     cfg = _cfg(tmp_path, gcs_emulator, bigquery_emulator)
     init_bucket(cfg)
     init_dataset(cfg)

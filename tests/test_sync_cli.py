@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from emulators import BQ_PROJECT, bigquery_emulator, bq_client, gcs_client, gcs_emulator, unique  # noqa: F401
+from emulators import BQ_PROJECT, bq_client, gcs_client, unique
 from sync_data import make_frames
 from util import free_port
 
@@ -31,7 +31,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return p
 
 
-def test_init_once_status(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulator):  # noqa: F811
+def test_init_once_status(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulator):
     data = {
         "device_id": "cli-drone",
         "storage": {"dir": str(tmp_path / "data")},

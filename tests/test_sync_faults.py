@@ -17,14 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from emulators import (  # noqa: F401
+from emulators import (
     BQ_PROJECT,
-    bigquery_emulator,
     bq_client,
     gcs_client,
-    gcs_emulator,
-    make_bigquery,
-    make_gcs,
     unique,
 )
 from sync_data import make_frames
@@ -134,7 +130,7 @@ def _assert_exactly_once(cfg, store: Store, gcs_ep: str, bq_ep: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared(gcs_emulator, bigquery_emulator, tmp_path_factory):  # noqa: F811
+def shared(gcs_emulator, bigquery_emulator, tmp_path_factory):
     names = {"bucket": unique("faults").replace("_", "-"), "dataset": unique("faults")}
     cfg = parse_config(_cfg(tmp_path_factory.mktemp("init"), gcs_emulator.endpoint,
                             bigquery_emulator.endpoint, names["dataset"], names["bucket"]))
@@ -143,7 +139,7 @@ def shared(gcs_emulator, bigquery_emulator, tmp_path_factory):  # noqa: F811
     return names, gcs_emulator, bigquery_emulator
 
 
-def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_tiles, make_gcs, make_bigquery):  # noqa: F811
+def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_tiles, make_gcs, make_bigquery):
     gcs, bq = make_gcs(), make_bigquery()
     cfg = parse_config(_cfg(tmp_path, gcs.endpoint, bq.endpoint, "outage", "outage-bucket",
                             interval_s=0.5, backoff_max_s=1.0, batch_rows=10))

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 
-from emulators import BQ_PROJECT, bigquery_emulator, gcs_emulator, unique  # noqa: F401
+from emulators import BQ_PROJECT, unique
 from sync_data import make_frames
 
 from agent.config import parse_config
@@ -19,7 +19,7 @@ from sync.gcs import init_bucket
 from sync.loop import SyncLoop
 
 
-def test_loop_wakes_on_new_frames_and_on_sync_now(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulator):  # noqa: F811
+def test_loop_wakes_on_new_frames_and_on_sync_now(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulator):
     cfg = parse_config({
         "device_id": unique("loop"),
         "storage": {"dir": str(tmp_path / "data")},

@@ -12,13 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
-from emulators import (  # noqa: F401
+from emulators import (
     BQ_PROJECT,
-    bigquery_emulator,
     bq_client,
     bq_scalar,
     gcs_client,
-    gcs_emulator,
     unique,
 )
 from sync_data import make_frames
@@ -32,7 +30,7 @@ from sync.loop import Syncer, build_targets
 
 
 @pytest.fixture(scope="module")
-def cloud(gcs_emulator, bigquery_emulator):  # noqa: F811
+def cloud(gcs_emulator, bigquery_emulator):
     """One bucket and one dataset for this module, created by the real `init` code once;
     each test writes under its own device_id, so tests never see each other's data."""
     names = {"bucket": unique("bkt").replace("_", "-"), "dataset": unique("ds")}
