@@ -151,8 +151,9 @@ class SyncLoop:
 
     name = "sync"
 
-    def __init__(self, cfg: Config, backoff_base_s: float = 1.0):
+    def __init__(self, cfg: Config, backoff_base_s: float = 1.0, drain_on_stop_s: float = 10.0):
         self.cfg = cfg
+        self.drain_on_stop_s = drain_on_stop_s
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,7 +179,7 @@ class SyncLoop:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=30 + self.drain_on_stop_s)
 
     def _publish(self, **payload: Any) -> None:
         if self._ctx is not None:
@@ -207,10 +208,22 @@ class SyncLoop:
                     wait = min(self.cfg.sync.interval_s, 10.0)
                 self._wake.wait(wait)
                 self._wake.clear()
+            self._drain(syncer)
         finally:
             if syncer is not None:
                 syncer.close()
             store.close()
+
+    def _drain(self, syncer: Syncer | None) -> None:
+        # On stop (end of `skysift run --once`, service stop) with the link up, push what the
+        # last frames left pending, for a bounded time: stopping must stay quick, and whatever
+        # is left simply waits in the outbox for the next start or `skysift sync --once`.
+        if syncer is None or self.drain_on_stop_s <= 0 or syncer.next_wait() is not None:
+            return
+        try:
+            syncer.cycle(deadline=time.monotonic() + self.drain_on_stop_s)
+        except Exception:
+            log.exception("final sync on stop failed")
 
     def _check_budget(self, store: Store) -> None:
         # Deliveries just confirmed may free room under storage.max_gb: release it now rather
