@@ -183,8 +183,10 @@ class Pipeline:
     EXIF (track file, then telemetry).
     """
 
-    #: decoded pixels per batch: large frames make small batches, tiles make large ones
-    BATCH_PIXELS = 24_000_000
+    #: decoded pixels per batch: large frames make small batches, tiles make large ones.
+    #: 6 MP is 8 12-MP frames decoded at 1/4 (their file bytes, ~3.5 MB each, are held until
+    #: decoded): with 24 MP the agent peaked at 400-600 MB RSS on 12 MP JPEGs (skysift bench).
+    BATCH_PIXELS = 6_000_000
     #: and never more frames than this: what is in flight at SIGTERM must finish in a moment
     MAX_BATCH_FRAMES = 64
 
@@ -231,7 +233,9 @@ class Pipeline:
         # module is here and the free-space probe is the real one; else the plain probe below.
         self._budget_check = _load_budget_check() if free_space is None else None
         self._source_store: Store | None = None
-        self._frames_cap = 64
+        # The first batch is small: its frames' size is not known yet, and 64 camera JPEGs
+        # read at once hold ~220 MB of file bytes (and delay the first result by seconds).
+        self._frames_cap = 8
         self._threads: list[threading.Thread] = []
         self._stop_seen_at: float | None = None
         ctx.commands["flight_start"] = lambda name=None: self.flights.start_manual(name)
