@@ -55,6 +55,12 @@ def _label(t: SyncTarget) -> str:
     return getattr(t, "label", t.name)
 
 
+def _link(t: SyncTarget) -> str:
+    """The remote service behind a target: targets of one service share one backoff, so an
+    outage is one "link down" line and one "recovered" line per service, not per target."""
+    return "bigquery" if t.name.startswith("bigquery") else t.name
+
+
 @dataclass
 class CycleResult:
     pushed: dict[str, int] = field(default_factory=dict)
@@ -80,15 +86,16 @@ class Syncer:
         self.cfg = cfg
         self.store = store
         self.targets = targets
+        self.links = {_label(t): _link(t) for t in targets}
         self.backoffs = {
-            _label(t): Backoff(f"sync {_label(t)}", base_s=backoff_base_s, cap_s=cfg.sync.backoff_max_s)
-            for t in targets
+            link: Backoff(f"sync {link}", base_s=backoff_base_s, cap_s=cfg.sync.backoff_max_s)
+            for link in self.links.values()
         }
         self._on_state = on_state
 
     def _state(self, target: SyncTarget, state: str, error: str | None) -> None:
         if self._on_state:
-            self._on_state(target=_label(target), state=state, error=error)
+            self._on_state(target=_link(target), state=state, error=error)
 
     def next_wait(self) -> float | None:
         """Seconds until a backed-off target may retry (None: nobody is backing off)."""
@@ -102,7 +109,7 @@ class Syncer:
             target = self._next_target()
             if target is None:
                 break
-            bo = self.backoffs[_label(target)]
+            bo = self.backoffs[_link(target)]
             limit = self.cfg.sync.batch_rows if target.name.startswith("bigquery") else IMAGE_CHUNK
             try:
                 n = target.push(self.store, limit)
@@ -111,17 +118,17 @@ class Syncer:
                     log.error("%s", exc)
                 if bo.failure(str(exc)):
                     self._state(target, "down", str(exc))
-                result.errors[_label(target)] = str(exc)
+                result.errors[_link(target)] = str(exc)
                 continue
             except Exception as exc:  # a bug must not kill the loop: log, back off, go on
                 log.exception("sync %s failed unexpectedly", _label(target))
                 if bo.failure(repr(exc)):
                     self._state(target, "down", repr(exc))
-                result.errors[_label(target)] = repr(exc)
+                result.errors[_link(target)] = repr(exc)
                 continue
             if bo.success():
                 self._state(target, "ok", None)
-            result.errors.pop(_label(target), None)
+            result.errors.pop(_link(target), None)
             result.pushed[_label(target)] = result.pushed.get(_label(target), 0) + n
             if n == 0:
                 break  # pending but nothing movable (should not happen): never spin
@@ -130,12 +137,12 @@ class Syncer:
 
     def _next_target(self) -> SyncTarget | None:
         for t in self.targets:  # priority order
-            if self.backoffs[_label(t)].ready() and t.pending(self.store) > 0:
+            if self.backoffs[_link(t)].ready() and t.pending(self.store) > 0:
                 return t
         return None
 
     def errors(self) -> dict[str, str]:
-        """The last error of every target that is currently failing."""
+        """The last error of every service (``bigquery``, ``gcs``) that is currently failing."""
         return {k: b.last_error or "" for k, b in self.backoffs.items() if b.down}
 
     def pending(self) -> dict[str, int]:

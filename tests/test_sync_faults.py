@@ -7,6 +7,7 @@ COUNT(*) and COUNT(DISTINCT frame_id) all equal what the local database says was
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -139,7 +140,7 @@ def shared(gcs_emulator, bigquery_emulator, tmp_path_factory):
     return names, gcs_emulator, bigquery_emulator
 
 
-def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_tiles, make_gcs, make_bigquery):
+def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_tiles, make_gcs, make_bigquery, caplog):
     gcs, bq = make_gcs(), make_bigquery()
     cfg = parse_config(_cfg(tmp_path, gcs.endpoint, bq.endpoint, "outage", "outage-bucket",
                             interval_s=0.5, backoff_max_s=1.0, batch_rows=10))
@@ -151,6 +152,7 @@ def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_ti
     bus.subscribe("sync_state", lambda target, state, error: states.append((target, state)))
     ctx = AgentContext(cfg=cfg, bus=bus, stats=Stats(), stop=threading.Event())
     loop = SyncLoop(cfg, backoff_base_s=0.2)
+    caplog.set_level(logging.INFO, logger="sync.backoff")
     loop.start(ctx)
     try:
         rows = make_frames(store, aerial_tiles, tmp_path / "in", 60)
@@ -171,8 +173,13 @@ def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_ti
                         and store.count_pending("gcs") == 0, 120, interval=0.5)
     finally:
         loop.stop()
-    assert ("bigquery", "ok") in states
+    assert ("bigquery", "ok") in states and ("gcs", "ok") in states
     assert "sync_now" in ctx.commands
+    # one line when each link drops, one when it recovers: not one per retry
+    lines = [r.getMessage() for r in caplog.records if r.name == "sync.backoff"]
+    for link in ("bigquery", "gcs"):
+        assert sum(f"sync {link}: link down" in m for m in lines) == 1, lines
+        assert sum(f"sync {link}: recovered" in m for m in lines) == 1, lines
     _assert_exactly_once(cfg, store, gcs.endpoint, bq.endpoint)
 
 

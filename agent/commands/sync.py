@@ -115,8 +115,9 @@ def _once(cfg, timeout: float, as_json: bool) -> int:
     else:
         for name, n in res.pending.items():
             line = f"{name}: {pushed.get(name, 0)} pushed, {n} pending"
-            if name in errors:
-                line += f" (last error: {errors[name]})"
+            err = errors.get(syncer.links.get(name, name))
+            if err and n:
+                line += f" (last error: {err})"
             print(line)
     if not res.all_done:
         print("skysift: sync incomplete: items still pending", file=sys.stderr)
