@@ -218,7 +218,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
                     _f(b1["mean"], ".2f"),
                     _f(b1["p50"], ".2f"),
                     _f(b1["p95"], ".2f"),
-                    _f(bb["mean"], ".3f") + f" (batch {e['batch_size']})",
+                    _f(bb["mean"], ".3f") + f" (min {_f(bb.get('min'), '.3f')}, batch {e['batch_size']})",
                     _f(e["batched_images_per_s"], ".0f"),
                     _f(e["startup_s"], ".1f"),
                     _f(e["peak_rss_mb"], ".0f"),
