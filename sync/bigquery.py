@@ -168,6 +168,11 @@ _PENDING_FLIGHTS = (
 )
 
 
+def pending_flights(store: Store) -> int:
+    """Ended flights whose current version is not in BigQuery yet."""
+    return store.db.execute(f"SELECT COUNT(*) {_PENDING_FLIGHTS}", [FlightRows.name]).fetchone()[0]
+
+
 class FlightRows(_LoadJobTarget):
     """One row per ended flight. The delivery key is ``<flight_id>@<ended_at>#<frames>``, so a
     flight that changes after it was synced (reopened, late frames) is synced again as a new
@@ -179,7 +184,7 @@ class FlightRows(_LoadJobTarget):
     table_key = "flights"
 
     def pending(self, store: Store) -> int:
-        return store.db.execute(f"SELECT COUNT(*) {_PENDING_FLIGHTS}", [self.name]).fetchone()[0]
+        return pending_flights(store)
 
     def _next(self, store: Store, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
         q = (

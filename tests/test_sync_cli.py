@@ -52,13 +52,13 @@ def test_init_once_status(tmp_path, aerial_tiles, gcs_emulator, bigquery_emulato
 
     r = _skysift(cfg_file, "status", "--json")
     st = json.loads(r.stdout)
-    assert st["pending"] == {"bigquery": 9, "gcs (damaged images)": 3}
+    assert st["pending"] == {"bigquery": 9, "bigquery_flights": 1, "gcs (damaged images)": 3}
 
     r = _skysift(cfg_file, "--once")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "bigquery: 9 pushed, 0 pending" in r.stdout
     r = _skysift(cfg_file, "status", "--json")
-    assert json.loads(r.stdout)["pending"] == {"bigquery": 0, "gcs (damaged images)": 0}
+    assert json.loads(r.stdout)["pending"] == {"bigquery": 0, "bigquery_flights": 0, "gcs (damaged images)": 0}
     blobs = list(gcs_client(gcs_emulator.endpoint).list_blobs(cfg.sync.gcs.bucket))
     assert len(blobs) == sum(r["label"] == "damaged" for r in rows) == 3
     t = f"{BQ_PROJECT}.{cfg.sync.bigquery.dataset}.frames_dedup"

@@ -137,7 +137,10 @@ def _status(cfg, as_json: bool) -> int:
     try:
         out: dict = {"pending": {}, "open_batches": {}, "failed": {}}
         if cfg.sync.bigquery.project:
+            from sync.bigquery import pending_flights
+
             out["pending"]["bigquery"] = store.count_pending("bigquery")
+            out["pending"]["bigquery_flights"] = pending_flights(store)
         if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
             out["pending"]["gcs (damaged images)"] = store.count_pending("gcs", where=DAMAGED_SQL)
             if cfg.sync.upload_images == "all":
