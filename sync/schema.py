@@ -13,6 +13,7 @@ entered its outbox batch). Partitioned by ``capture_date``, clustered by ``fligh
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # (name, type, mode, description)
@@ -76,7 +77,6 @@ FLIGHT_FIELDS: list[tuple[str, str, str, str]] = [
 ]
 
 RUN_FIELDS = ("hostname", "os", "cpu_model", "cores", "memory_mb", "python", "model_sha256", "versions")
-FRAME_COLUMNS = {f[0] for f in FRAME_FIELDS}
 FLIGHTS_TABLE = "flights"
 
 
@@ -90,17 +90,34 @@ def _date(ts: str | None) -> str | None:
     return ts[:10] if ts else None
 
 
+def _finite(v: Any) -> Any:
+    # NaN/inf are not JSON and would fail the whole load job (and every retry of it): a row
+    # with a missing number is better than a batch that can never land.
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _point(lat: Any, lon: Any) -> str | None:
+    if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+        return None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None  # an invalid GEOGRAPHY would fail the load job; lat/lon columns keep it
+    return f"POINT({float(lon)!r} {float(lat)!r})"
+
+
 def frame_row(
     frame: dict[str, Any], device_id: str, run: dict[str, Any] | None, gcs_uri: str | None, synced_at: str
 ) -> dict[str, Any]:
     """The BigQuery row of one local frame row (JSON-ready, for a load job)."""
-    row = {k: v for k, v in frame.items() if k in FRAME_COLUMNS}
+    row = {k: _finite(frame.get(k)) for k, *_ in FRAME_FIELDS}
     grid = row.get("tile_grid")
+    if grid is not None:
+        grid = [[_finite(p) for p in r] for r in grid] if isinstance(grid, list) else None
     row["tile_grid"] = json.dumps(grid, separators=(",", ":")) if grid is not None else None
     row["device_id"] = device_id
     row["gcs_uri"] = gcs_uri
-    lat, lon = frame.get("lat"), frame.get("lon")
-    row["position"] = f"POINT({lon!r} {lat!r})" if lat is not None and lon is not None else None
+    row["position"] = _point(row.get("lat"), row.get("lon"))
     row["capture_date"] = _date(frame.get("captured_at") or frame.get("classified_at"))
     for k in RUN_FIELDS:
         row[k] = (run or {}).get(k)
