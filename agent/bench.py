@@ -81,6 +81,9 @@ class BenchOptions:
     work_dir: Path | None = None  # workloads are cached here; default: a temp dir
     model_path: Path | None = None
     batch_size: int | None = None
+    precision: str | None = None  # model.precision for the pipeline runs (default: auto)
+    engine: str = "openvino"  # model.engine for the pipeline runs
+    devices: list[str] = field(default_factory=lambda: ["CPU"])
     timeout_s: float = 1800.0
 
 
@@ -154,13 +157,15 @@ def _agent_available() -> bool:
 def _write_config(
     path: Path, w: Workload, storage: Path, opts: BenchOptions, cache_dir: Path | None = None
 ) -> Path:
-    model: dict[str, Any] = {"tile_px": w.tile_px, "engine": "openvino", "devices": ["CPU"]}
+    model: dict[str, Any] = {"tile_px": w.tile_px, "engine": opts.engine, "devices": list(opts.devices)}
     if cache_dir is not None:
         model["cache_dir"] = str(cache_dir)
     if opts.model_path:
         model["path"] = str(opts.model_path)
     if opts.batch_size:
         model["batch_size"] = opts.batch_size
+    if opts.precision:
+        model["precision"] = opts.precision
     cfg = {
         "device_id": "bench",
         # every file is complete before the run starts: no settle wait, no periodic rescan
@@ -284,6 +289,7 @@ def bench_handbuilt(w: Workload, work: Path, opts: BenchOptions) -> dict[str, An
         "db": str(db),
         "model_path": str(opts.model_path) if opts.model_path else None,
         "batch_size": opts.batch_size or 64,
+        "precision": opts.precision or "auto",
     }
     res = run_child("handbuilt", args, work / "handbuilt.log", opts.timeout_s)
     for f in work.glob(f"handbuilt-{w.kind}.db*"):

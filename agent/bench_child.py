@@ -368,6 +368,10 @@ def mode_engine(args: dict) -> None:
     clf.close()
 
 
+def precision_name(t: Any) -> str:
+    return {"f32": "f32", "bf16": "bf16", "f16": "f16"}.get(str(t.get_type_name() if hasattr(t, "get_type_name") else t), str(t))
+
+
 # --- hand-built reference ----------------------------------------------------------------------
 
 def mode_handbuilt(args: dict) -> None:
@@ -394,13 +398,18 @@ def mode_handbuilt(args: dict) -> None:
     tile_px = int(args["tile_px"])
     bs = int(args.get("batch_size", 64))
     files = [p for p in sorted(Path(args["root"]).rglob("*")) if p.is_file()]
+    precision = args.get("precision", "auto")
     core = ov.Core()
-    model = core.read_model(card.path_for("openvino"))
+    model = core.read_model(card.path_for("openvino_int8" if precision == "int8" else "openvino"))
     model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
     ppp = PrePostProcessor(model)
     ppp.input().tensor().set_element_type(ov.Type.u8)
     ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(1 / card.scale)
-    compiled = core.compile_model(ppp.build(), "CPU", {hints.performance_mode: hints.PerformanceMode.THROUGHPUT})
+    config = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+    if precision in types:
+        config[hints.inference_precision] = types[precision]
+    compiled = core.compile_model(ppp.build(), "CPU", config)
     startup_s = time.perf_counter() - t_start
 
     def starts(n: int) -> list[int]:
@@ -461,6 +470,8 @@ def mode_handbuilt(args: dict) -> None:
             "frames": len(files),
             "rows_in_db": n,
             "tiles_per_frame": tiles_per,
+            "precision": precision_name(compiled.get_property(hints.inference_precision))
+            if precision != "int8" else "int8",
             "startup_s": startup_s,
             "first_result_s": first_result_s,
             "loop_s": loop_s,

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="aerial tiles folder (damaged/, undamaged/)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep workloads here and reuse them (default: temp)")
     p.add_argument("--model", type=Path, default=None, help="model directory (default: model.path, else shipped)")
+    p.add_argument(
+        "--precision", choices=["auto", "f32", "bf16", "f16", "int8"], default=None,
+        help="model.precision for the pipeline runs (default: the configuration's)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="model.batch_size for every measurement")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="write the Markdown report to FILE")
@@ -80,7 +84,12 @@ def _bench(args: argparse.Namespace) -> int:
     opts.data_dir = args.data or DEFAULT_DATA
     opts.work_dir = args.work_dir
     opts.model_path = args.model or cfg.model.path
-    opts.batch_size = args.batch_size
+    opts.batch_size = args.batch_size or cfg.model.batch_size
+    opts.precision = args.precision or cfg.model.precision
+    # the pipeline runs use the configured devices; `auto` is measured as OpenVINO (its first
+    # choice), so a missing OpenVINO fails loudly instead of quietly timing TensorFlow
+    opts.engine = "openvino" if cfg.model.engine == "auto" else cfg.model.engine
+    opts.devices = list(cfg.model.devices)
     if not (opts.data_dir / "damaged").is_dir():
         print(f"skysift bench: no aerial tiles at {opts.data_dir} (give --data DIR)", file=sys.stderr)
         return 2
