@@ -37,7 +37,10 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
 def _tiles(data_dir: Path | None) -> list[bytes]:
-    base = Path(data_dir or DEFAULT_DATA) / "aerial-damage"
+    """Real tiles from ``data_dir`` (the shared data folder, or its aerial-damage folder)."""
+    base = Path(data_dir or DEFAULT_DATA)
+    if (base / "aerial-damage").is_dir():
+        base = base / "aerial-damage"
     files = sorted(base.glob("*/*.png"))
     if files:
         return [f.read_bytes() for f in files]
