@@ -95,3 +95,14 @@ def test_one_down_line_rate_limited_reminders_one_recovered_line(caplog):
     assert "link down" in msgs[0] and "still down after 52 attempts" in msgs[1]
     assert "recovered after 52 failed attempts" in msgs[2]
     assert b.ready() and not b.down
+
+
+def test_sync_bench_small_run_reports_both_approaches(tmp_path, shared_data, gcs_emulator, bigquery_emulator):
+    from sync.bench import run_sync_bench
+
+    res = run_sync_bench(n_frames=30, work_dir=tmp_path, data_dir=shared_data, baseline_n=5,
+                         gcs_endpoint=gcs_emulator.endpoint, bq_endpoint=bigquery_emulator.endpoint)
+    assert res["n_frames"] == 30 and res["baseline_n"] == 5
+    for k in ("rows_per_s", "images_per_s", "baseline_rows_per_s", "baseline_images_per_s"):
+        assert res[k] > 0
+    assert "extrapolated" in res["note"] and "| skysift" in res["markdown"]
