@@ -437,6 +437,7 @@ def run_bench(opts: BenchOptions, progress=None) -> dict[str, Any]:
         "targets": TARGETS,
         "reference_2026_issue": REFERENCE,
         "workloads": {},
+        "errors": [],
     }
     try:
         agent_ok = _agent_available()
@@ -456,11 +457,16 @@ def run_bench(opts: BenchOptions, progress=None) -> dict[str, Any]:
             }
             if agent_ok:
                 runs = []
-                for r in range(opts.repeat):
-                    say(f"{kind}: skysift run --once on {w.n} files (run {r + 1}/{opts.repeat})")
-                    runs.append(bench_pipeline(w, work, opts, r))
-                entry["pipeline_runs"] = runs
-                entry["pipeline"] = _median_run(runs)
+                try:
+                    for r in range(opts.repeat):
+                        say(f"{kind}: skysift run --once on {w.n} files (run {r + 1}/{opts.repeat})")
+                        runs.append(bench_pipeline(w, work, opts, r))
+                except (BenchError, subprocess.TimeoutExpired) as exc:
+                    # the rest of the report still says something; the exit status says it failed
+                    report["errors"].append(f"{kind} pipeline: {exc}")
+                if runs:
+                    entry["pipeline_runs"] = runs
+                    entry["pipeline"] = _median_run(runs)
             if opts.handbuilt:
                 say(f"{kind}: hand-built OpenVINO loop (the yardstick)")
                 try:
@@ -469,7 +475,10 @@ def run_bench(opts: BenchOptions, progress=None) -> dict[str, Any]:
                     entry["handbuilt"] = {"error": str(exc).splitlines()[0]}
             if opts.stages:
                 say(f"{kind}: stage-by-stage run")
-                entry["stages"] = bench_stages(w, work, opts)
+                try:
+                    entry["stages"] = bench_stages(w, work, opts)
+                except (BenchError, subprocess.TimeoutExpired) as exc:
+                    report["errors"].append(f"{kind} stages: {exc}")
             if opts.baseline:
                 say(f"{kind}: 2020 loop on a sample")
                 try:

@@ -49,6 +49,8 @@ def to_markdown(rep: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val) + ".",
         "",
     ]
+    for err in rep.get("errors") or []:
+        lines += [f"**Failed:** {err.splitlines()[0]}", ""]
     if rep.get("pipeline_note"):
         lines += [f"Note: {rep['pipeline_note']}.", ""]
 

@@ -225,3 +225,24 @@ def test_markdown_renders_a_report_without_optional_parts():
     }
     md = to_markdown(rep)
     assert md.startswith("# skysift bench") and "## Sync" in md and "skipped" in md
+
+
+def test_bench_reports_a_broken_model_and_exits_1(shared_data, tmp_path):
+    """A measurement that fails is named in the report, and the exit status says so."""
+    bad = tmp_path / "no-model"
+    bad.mkdir()
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "agent", "bench", "--data", str(shared_data / "aerial-damage"),
+            "--work-dir", str(tmp_path / "work"), "--workload", "tiles", "--n", "5",
+            "--no-baseline", "--no-handbuilt", "--engines", "--model", str(bad), "--json", str(out_json),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    rep = json.loads(out_json.read_text())
+    assert any(e.startswith("tiles pipeline:") for e in rep["errors"])
+    assert any(e.startswith("tiles stages:") for e in rep["errors"])
+    assert "model_card.json" in proc.stderr  # the child's own error reaches the user
+    assert "**Failed:** tiles pipeline" in proc.stdout

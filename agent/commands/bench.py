@@ -108,4 +108,6 @@ def _bench(args: argparse.Namespace) -> int:
     if args.markdown:
         args.markdown.write_text(md + "\n")
     print(md)
-    return 0
+    for err in report.get("errors", []):
+        print(f"skysift bench: {err}", file=sys.stderr)
+    return 1 if report.get("errors") else 0
