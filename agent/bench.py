@@ -348,7 +348,7 @@ def _openvino_specs(opts: BenchOptions) -> list[dict[str, str]]:
         precs = ["auto", "f32"]
         if "BF16" in caps:
             precs.append("bf16")
-        if "FP16" in caps and dev != "CPU":
+        if "FP16" in caps:
             precs.append("f16")
         if has_int8 and "INT8" in caps:
             precs.append("int8")
