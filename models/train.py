@@ -160,7 +160,7 @@ def metrics(p_undamaged: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> d
 @dataclass
 class TrainParams:
     seed: int = 2020
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 16
     learning_rate: float = 2e-3
     architecture: str = DEFAULT_ARCHITECTURE

@@ -20,12 +20,14 @@ def register(subparsers) -> None:
     )
     t.add_argument("--data", required=True, type=Path, help="folder with damaged/ and undamaged/")
     t.add_argument("--out", required=True, type=Path, help="model directory to write")
-    t.add_argument("--seed", type=int, default=2020)
-    t.add_argument("--epochs", type=int, default=None, help="default: 60")
+    t.add_argument("--seed", type=int, default=2020, help="split, initialisation and augmentation seed "
+                   "(default 2020, the shipped model's)")
+    t.add_argument("--epochs", type=int, default=None, help="default: 40")
     t.add_argument("--cv", type=int, default=0, metavar="K",
                    help="also run K-fold stratified cross-validation on the training split")
     t.add_argument("--test-frac", type=float, default=0.25, help="held-out fraction (default 0.25)")
-    t.add_argument("--architecture", default=None, help="cnn2020 or cnn2020-bn (default)")
+    t.add_argument("--architecture", default=None, choices=["cnn2020", "cnn2020-bn"],
+                   help="cnn2020 (the 2020 network as published) or cnn2020-bn (default, shipped)")
     t.add_argument("--no-augment", action="store_true", help="train without flips/rotations")
     t.add_argument("--no-int8", action="store_true", help="skip INT8 quantization")
     t.set_defaults(func=_train)
