@@ -150,11 +150,24 @@ def metrics(p_undamaged: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> d
     return {
         "n": int(len(y)),
         "accuracy": round((tp + tn) / len(y), 4) if len(y) else 0.0,
+        "accuracy_ci95": wilson_interval(tp + tn, len(y)),
         "precision_damaged": round(precision, 4),
         "recall_damaged": round(recall, 4),
         "f1_damaged": round(f1, 4),
         "confusion_matrix": {"rows_true_cols_pred": list(CLASSES), "matrix": [[tp, fn], [fp, tn]]},
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """95 % Wilson score interval of a proportion: on 50 held-out tiles one error is 2 points,
+    so the card says how far the true accuracy may be from the measured one."""
+    if n == 0:
+        return [0.0, 1.0]
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return [round(float(centre - half), 4), round(float(centre + half), 4)]
 
 
 @dataclass
@@ -392,7 +405,10 @@ def write_markdown(out_dir: Path, card: dict[str, Any]) -> Path:
         "",
         f"## Held-out results ({h['n']} tiles, OpenVINO IR)",
         "",
-        f"Accuracy **{h['accuracy']:.1%}**; damaged class: precision {h['precision_damaged']:.1%}, "
+        f"Accuracy **{h['accuracy']:.1%}**"
+        + (f" (95 % Wilson interval {h['accuracy_ci95'][0]:.1%} to {h['accuracy_ci95'][1]:.1%})"
+           if "accuracy_ci95" in h else "")
+        + f"; damaged class: precision {h['precision_damaged']:.1%}, "
         f"recall {h['recall_damaged']:.1%}, F1 {h['f1_damaged']:.3f}.",
         "",
         "| true \\ predicted | damaged | undamaged |",
@@ -417,6 +433,8 @@ def write_markdown(out_dir: Path, card: dict[str, Any]) -> Path:
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".",
         "",
+        "Training is bit-for-bit reproducible on the same CPU type and library versions "
+        "(seeded, op determinism, one inter-op thread). "
         f"Reproduce: `skysift model train --data {d['path']} --out models/damage-cnn --seed "
         f"{t['split']['seed']} --epochs {t['epochs']}"
         + (f" --cv {cv['k']}" if cv else "") + "`",

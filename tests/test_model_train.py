@@ -64,6 +64,8 @@ def test_metrics_treat_damaged_as_positive():
     assert m["confusion_matrix"]["matrix"] == [[1, 1], [1, 2]]
     assert m["accuracy"] == 0.6
     assert m["precision_damaged"] == 0.5 and m["recall_damaged"] == 0.5
+    low, high = m["accuracy_ci95"]
+    assert 0.1 < low < 0.6 < high < 0.95  # 3 of 5 right says little: a wide interval
 
 
 # --- end-to-end training ---------------------------------------------------------------------
