@@ -432,7 +432,7 @@ def run_bench(opts: BenchOptions, progress=None) -> dict[str, Any]:
         work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "command": "skysift bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "bench" else None,
+        "command": "skysift " + " ".join(sys.argv[1:]) if "bench" in sys.argv[1:] else None,
         "machine": machine_info(),
         "targets": TARGETS,
         "reference_2026_issue": REFERENCE,
