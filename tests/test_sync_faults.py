@@ -7,6 +7,7 @@ COUNT(*) and COUNT(DISTINCT frame_id) all equal what the local database says was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -82,19 +83,25 @@ class DelayProxy:
         except OSError:
             cwriter.close()
             return
-        await asyncio.gather(self._pump(creader, uwriter), self._pump(ureader, cwriter))
+        with contextlib.suppress(asyncio.TimeoutError):
+            # A client that gave up closes its side; the request it already sent still reaches
+            # the server, over a connection that stays open until the server has answered (a
+            # half-close could make the server abandon the request). That is the lost-response
+            # case: the remote did the work, the device never heard.
+            await asyncio.wait_for(
+                asyncio.gather(self._pump(creader, uwriter, eof=False), self._pump(ureader, cwriter)),
+                timeout=20,
+            )
         for w in (cwriter, uwriter):
             w.close()
 
-    async def _pump(self, reader, writer) -> None:
+    async def _pump(self, reader, writer, eof: bool = True) -> None:
         try:
             while data := await reader.read(65536):
                 await asyncio.sleep(self.delay)
                 writer.write(data)
                 await writer.drain()
-            # Half-close: a request already received is still answered (a client that gave up
-            # does not cancel what the server is doing; that is the lost-response case).
-            if writer.can_write_eof():
+            if eof and writer.can_write_eof():
                 writer.write_eof()
         except (ConnectionError, OSError):
             pass
