@@ -2,9 +2,9 @@
 
 Start order: open the database and record the run, compile the classifier, open the source,
 start the pipeline, then start the components of :func:`agent.components.build_components`
-in list order (they see a ready agent: READY to systemd means frames can flow). Stop order is
-the reverse: components first (in reverse), then the pipeline drains what is in flight and
-commits it, then flights and the run are closed.
+in list order (they see a ready agent: READY to systemd means frames can flow). Stop: the
+pipeline drains what is in flight and commits it, flights are closed, then the components stop
+in reverse order (so they still publish and sync that last work), then the run is closed.
 
 ``main`` owns the signals (:func:`install_signal_handlers`): SIGTERM and SIGINT only set the
 stop event, and every loop watches it.
@@ -164,12 +164,10 @@ class Agent:
 
     def _shutdown(self, store: Store, source: FrameSource | None, classifier: Any, run_id: str | None, code: int) -> int:
         self.ctx.stop.set()
-        for comp in reversed(self.started):
-            try:
-                comp.stop()
-            except Exception:
-                log.exception("stopping component %s failed", getattr(comp, "name", comp))
-        self.started.clear()
+        # The pipeline drains and the flights are closed *before* the components stop: their
+        # own stop events are separate from ctx.stop, so MQTT still publishes the last frames
+        # and the final flight summaries, and the sync loop's final push includes the ended
+        # flights' rows.
         if self.pipeline is not None:
             if not self.pipeline.join(30):
                 log.error("the pipeline did not drain within 30 s")
@@ -179,6 +177,12 @@ class Agent:
                 self.pipeline.flights.end_all(store)
             except Exception:
                 log.exception("closing flights failed")
+        for comp in reversed(self.started):
+            try:
+                comp.stop()
+            except Exception:
+                log.exception("stopping component %s failed", getattr(comp, "name", comp))
+        self.started.clear()
         if source is not None:
             source.close()
         if classifier is not None and self._classifier is None:

@@ -172,6 +172,7 @@ class MqttPublisher:
         #: set once the broker confirmed the command/telemetry subscriptions of this connection
         self.subscribed = threading.Event()
         self.last_error: str | None = None
+        self._last_link: str | None = None  # "ok" | "down": the broker link as last reported
         self._refused = False
         self.published = 0  # frame messages acknowledged by the broker (this process)
 
@@ -296,6 +297,15 @@ class MqttPublisher:
         client.publish(self.topics.status, dumps(cached), qos=1, retain=True)
         self.connected.set()
         self._wake.set()
+        self._link_state("ok")
+
+    def _link_state(self, state: str, error: str | None = None) -> None:
+        """Tell status and metrics about the broker link, on changes only (a broker that stays
+        away makes paho retry, and fail, every few seconds)."""
+        if state == self._last_link or self.ctx is None:
+            return
+        self._last_link = state
+        self.ctx.bus.publish("sync_state", target="mqtt", state=state, error=error)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         bad = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -307,6 +317,7 @@ class MqttPublisher:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.last_error = "cannot reach the broker"
         self._conn_log.failure("MQTT broker %s:%d unreachable", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self._link_state("down", self.last_error)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was = self.connected.is_set()
@@ -322,6 +333,8 @@ class MqttPublisher:
             self.last_error = f"connection closed before it was accepted: {reason_code}"
             self._conn_log.failure("MQTT broker %s:%d closed the connection before accepting it",
                                    self.cfg.mqtt.host, self.cfg.mqtt.port)
+        if not self._stop.is_set():
+            self._link_state("down", self.last_error)
         self._wake.set()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:

@@ -137,6 +137,9 @@ class FlightTracker:
             self._open.discard(flight_id)
             if self.manual == flight_id:
                 self.manual = None
+            if self.ctx.stats.current_flight == flight_id:
+                # another flight still open (folder subfolders) becomes the current one
+                self.ctx.stats.current_flight = self.manual or (sorted(self._open)[-1] if self._open else None)
         store.end_flight(flight_id)
         if was_open:
             log.info("flight %s ended", flight_id)

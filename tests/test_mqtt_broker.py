@@ -167,6 +167,8 @@ def test_broker_restart_loses_nothing(tmp_path, tiles):
     cfg = _cfg(tmp_path, broker.port)
     sub = Subscriber(broker, [f"{BASE}/frames"]).start()
     store, ctx, pub = _start(cfg)
+    links: list[tuple[str, str]] = []
+    ctx.bus.subscribe("sync_state", lambda target, state, **_: links.append((target, state)))
     try:
         assert pub.connected.wait(15)
         rows = [frame_row(p, "f1", label) for p, label in tiles]
@@ -184,6 +186,9 @@ def test_broker_restart_loses_nothing(tmp_path, tiles):
         ids = _unique([m.json()["frame_id"] for m in got])
         assert ids == [r["frame_id"] for r in rows[4:]]  # every frame, in commit order
         assert wait_for(lambda: store.count_pending("mqtt") == 0, 15)
+        # status and metrics hear of the link going down and coming back, once each
+        assert ("mqtt", "down") in links and links[-1] == ("mqtt", "ok"), links
+        assert links.count(("mqtt", "down")) == 1, links
     finally:
         pub.stop()
         store.close()

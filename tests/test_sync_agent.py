@@ -54,10 +54,15 @@ def test_agent_run_once_syncs_exactly_once(tmp_path, aerial_tiles, gcs_emulator,
     assert len(blobs) == damaged
     assert all(b.name.startswith("skysift/agent-drone/survey-1/") for b in blobs)
 
-    # the flight ended as the agent stopped: the next sync sends its row; nothing twice
+    # the flight ended before the sync loop's final push, so its row went in the same run
+    flights_q = f"SELECT flight_id, frames FROM `{BQ_PROJECT}.{dataset}.flights`"
+    rows = [dict(r) for r in bq.query(flights_q).result()]
+    assert rows == [{"flight_id": "survey-1", "frames": len(tiles)}]
+
+    # a later sync finds nothing to do and sends nothing twice
     again = _skysift(cfg_file, "sync", "--once")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "bigquery: 0 pushed, 0 pending" in again.stdout
-    rows = [dict(r) for r in bq.query(f"SELECT flight_id, frames FROM `{BQ_PROJECT}.{dataset}.flights`").result()]
+    rows = [dict(r) for r in bq.query(flights_q).result()]
     assert rows == [{"flight_id": "survey-1", "frames": len(tiles)}]
     assert next(iter(bq.query(f"SELECT COUNT(*) FROM `{frames}`").result()))[0] == len(tiles)
