@@ -100,6 +100,9 @@ class ModelConfig(_Section):
     # output alone are ~260 MB in f32); 16 keeps the agent under 300 MB RSS at no measured cost
     # in frames/s (docs/benchmarks.md).
     batch_size: int = Field(default=16, ge=1, le=4096)
+    # throughput: one OpenVINO stream per core group, batches of a frame in parallel (1.7x the
+    # tiles/s of latency on 2 cores); latency: one stream using every core, for one tile at a time.
+    performance_hint: Literal["throughput", "latency"] = "throughput"
     cache_dir: Path | None = Field(
         default=None, description="OpenVINO compiled-model cache. Default: <storage.dir>/ov-cache."
     )

@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def openvino_candidates(
-    card: ModelCard, devices: list[str], precision: str, cache_dir: Path | None
+    card: ModelCard,
+    devices: list[str],
+    precision: str,
+    cache_dir: Path | None,
+    performance_hint: str = "LATENCY",
 ) -> tuple[list[EngineCandidate], list[str]]:
     """One candidate per usable OpenVINO device, and why the others cannot be used."""
     try:
@@ -46,7 +50,9 @@ def openvino_candidates(
             continue
 
         def build(device: str = device):
-            return ove.OpenVinoClassifier(card, device=device, precision=precision, cache_dir=cache_dir)
+            return ove.OpenVinoClassifier(
+                card, device=device, precision=precision, cache_dir=cache_dir, performance_hint=performance_hint
+            )
 
         out.append(EngineCandidate(f"openvino/{device}", build))
     return out, skipped
@@ -77,7 +83,9 @@ def create_frame_classifier(
     candidates: list[EngineCandidate] = []
     not_used: list[str] = []
     if model_cfg.engine in ("auto", "openvino"):
-        candidates, skipped = openvino_candidates(card, model_cfg.devices, model_cfg.precision, cache_dir)
+        candidates, skipped = openvino_candidates(
+            card, model_cfg.devices, model_cfg.precision, cache_dir, model_cfg.performance_hint.upper()
+        )
         if not candidates:
             log.warning("no OpenVINO device of %s can be used here", model_cfg.devices)
             # Only a fallback when OpenVINO as a whole is out; skipping an absent GPU

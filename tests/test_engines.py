@@ -387,3 +387,26 @@ def test_reduced_decode_tiles_cover_the_same_scene(tmp_path, tiles, ov_f32):
     assert np.abs(np.array(r.grid) - p_full).max() < 0.05
     assert np.abs(np.array(r.grid) - p[order].reshape(6, 8)).max() < 0.2
     assert r.label == "damaged" and r.damaged_tiles == 1 and r.grid[2][3] > 0.5
+
+
+# --------------------------------------------------------------- performance hint
+
+
+@pytest.mark.parametrize("hint", ["throughput", "latency"])
+def test_performance_hint_reaches_the_compiled_model(tmp_path, tiles, hint):
+    import openvino.properties.hint as hints
+
+    cfg, cache = _cfg(tmp_path, performance_hint=hint, precision="f32")
+    fc = create_frame_classifier(cfg, cache)
+    try:
+        engine = fc.classifier
+        assert engine.engine == "openvino"
+        mode = engine.compiled.get_property(hints.performance_mode)
+        assert str(mode).upper().endswith(hint.upper()), mode
+        # results do not depend on the hint
+        ref = create_frame_classifier(_cfg(tmp_path, performance_hint="latency", precision="f32")[0], cache)
+        x = tiles[0][:40]
+        np.testing.assert_allclose(engine.predict_async([x[:16], x[16:32], x[32:]])[0], ref.classifier.predict(x[:16]), atol=1e-5)
+        ref.close()
+    finally:
+        fc.close()
