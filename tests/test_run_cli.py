@@ -189,3 +189,28 @@ def test_once_shows_a_progress_bar_on_a_terminal(tmp_path: Path, aerial_tiles, c
     assert proc.wait(timeout=60) == 0
     text = out.decode(errors="replace")
     assert "12/12" in text and "frame/s" in text
+
+
+def test_closed_pipe_is_not_an_error(tmp_path):
+    """`skysift frames --json | head -c 100`: the reader leaving early is not a crash."""
+    import subprocess
+    import sys
+
+    from agent.store import Store
+
+    store = Store(tmp_path / "data" / "skysift.db")
+    rows = [
+        {"frame_id": f"{i:032x}", "flight_id": "f1", "source": f"/x/{i}.png", "status": "classified",
+         "label": "undamaged", "p_damaged": 0.1, "tiles": 1, "damaged_tiles": 0, "geo_source": "none"}
+        for i in range(3000)
+    ]
+    store.add_frames(rows)
+    store.close()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage:\n  dir: {tmp_path / 'data'}\n")
+    p = subprocess.run(
+        f"'{sys.executable}' -m agent -c '{cfg}' frames --flight f1 --json | head -c 100",
+        shell=True, capture_output=True, text=True, timeout=120,
+    )
+    assert p.stdout.startswith("[")
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
