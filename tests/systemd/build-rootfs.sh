@@ -9,14 +9,25 @@
 # the code under test without installing anything from the network into the tree.
 #
 # Usage: tests/systemd/build-rootfs.sh [DIR]   (default: tests/systemd/.cache/rootfs)
-# Needs: root, debootstrap, a Debian mirror (DEBIAN_MIRROR, default deb.debian.org).
+# Needs: root, debootstrap, a Debian mirror: DEBIAN_MIRROR, else the first one this machine's
+# apt is configured with (so the tree comes from wherever apt-get install does).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache="$here/.cache"
 root="${1:-$cache/rootfs}"
 suite="${DEBIAN_SUITE:-bookworm}"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+mirror="${DEBIAN_MIRROR:-}"
+if [ -z "$mirror" ]; then
+    # deb822 sources (URIs: ...) first, then the one-line format (deb URI suite ...); skip the
+    # security archive, which has no full suite to bootstrap from.
+    mirror=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' | grep -v security | head -n 1)
+    [ -n "$mirror" ] || mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}' \
+        | grep -v security | head -n 1)
+fi
+[ -n "$mirror" ] || { echo "build-rootfs.sh: no Debian mirror found in apt's sources; set DEBIAN_MIRROR" >&2; exit 1; }
 stamp="$root/.skysift-rootfs-v2"
 
 if [ -f "$stamp" ]; then
