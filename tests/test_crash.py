@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import yaml
+from util import count_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = 3  # distinct copies of each shared tile: 200 tiles -> 600 files
@@ -36,19 +37,6 @@ def make_backfill(inbox: Path, tiles: list[Path]) -> set[str]:
     return ids
 
 
-def _count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 def _start(cfg: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once"],
@@ -60,7 +48,7 @@ def _kill_after(proc: subprocess.Popen, db: Path, more_than: int, timeout: float
     """SIGKILL the agent as soon as the database holds more than ``more_than`` frames."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        n = _count(db)
+        n = count_frames(db)
         if n > more_than:
             break
         time.sleep(0.005)
@@ -69,7 +57,7 @@ def _kill_after(proc: subprocess.Popen, db: Path, more_than: int, timeout: float
     proc.wait(timeout=30)
     if proc.stderr is not None:
         proc.stderr.close()
-    return _count(db)
+    return count_frames(db)
 
 
 def test_kill_9_during_backfill_then_restart(tmp_path: Path, aerial_tiles) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from util import count_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,19 +104,6 @@ def test_run_camera_override_on_a_video_file(tmp_path: Path, aerial_tiles, cache
     assert len(saved) == 6
 
 
-def _count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 def test_sigterm_drains_commits_and_exits_zero(tmp_path: Path, aerial_tiles, cache: Path) -> None:
     inbox = tmp_path / "inbox"
     (inbox / "f1").mkdir(parents=True)
@@ -130,9 +118,9 @@ def test_sigterm_drains_commits_and_exits_zero(tmp_path: Path, aerial_tiles, cac
     )
     try:
         deadline = time.monotonic() + 60
-        while _count(db) < 20 and time.monotonic() < deadline and proc.poll() is None:
+        while count_frames(db) < 20 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert _count(db) == 20
+        assert count_frames(db) == 20
         for t in tiles[20:]:  # a burst arrives; stop while it is on its way
             shutil.copy(t, inbox / "f1")
         time.sleep(0.5)
@@ -155,7 +143,7 @@ def test_sigterm_drains_commits_and_exits_zero(tmp_path: Path, aerial_tiles, cac
     # Nothing was lost: whatever was not taken before the stop is taken by the next run.
     res = skysift("run", "--once", cfg=cfg)
     assert res.returncode == 0, res.stderr
-    assert _count(db) == len(tiles)
+    assert count_frames(db) == len(tiles)
 
 
 def test_once_shows_a_progress_bar_on_a_terminal(tmp_path: Path, aerial_tiles, cache: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -36,3 +38,17 @@ def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+def count_frames(db: Path) -> int:
+    """Rows in the frames table of a database another process may be writing (0 if none yet)."""
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0

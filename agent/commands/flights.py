@@ -42,13 +42,8 @@ def _flights(args: argparse.Namespace) -> int:
         rows = store.flights()
     finally:
         store.close()
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
     cols = ("flight_id", "started_at", "ended_at", "frames", "damaged", "rejected", "source")
-    _table([{c: r.get(c) for c in cols} for r in rows], cols)
-    return 0
+    return _emit(rows, cols, args.json)
 
 
 def _frames(args: argparse.Namespace) -> int:
@@ -61,11 +56,16 @@ def _frames(args: argparse.Namespace) -> int:
         rows = store.frames(args.flight, limit=args.limit)
     finally:
         store.close()
-    if args.json:
+    return _emit(rows, FRAME_COLUMNS, args.json)
+
+
+def _emit(rows: list[dict], cols: tuple[str, ...] | list[str], as_json: bool) -> int:
+    """Every column as JSON, or the chosen columns as a table."""
+    if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    _table([{c: r.get(c) for c in FRAME_COLUMNS} for r in rows], FRAME_COLUMNS)
+    _table([{c: r.get(c) for c in cols} for r in rows], cols)
     return 0
 
 
@@ -77,7 +77,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _table(rows: list[dict], cols: tuple[str, ...]) -> None:
+def _table(rows: list[dict], cols: tuple[str, ...] | list[str]) -> None:
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
