@@ -7,7 +7,6 @@ COUNT(*) and COUNT(DISTINCT frame_id) all equal what the local database says was
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -83,17 +82,23 @@ class DelayProxy:
         except OSError:
             cwriter.close()
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            # A client that gave up closes its side; the request it already sent still reaches
-            # the server, over a connection that stays open until the server has answered (a
-            # half-close could make the server abandon the request). That is the lost-response
-            # case: the remote did the work, the device never heard.
-            await asyncio.wait_for(
-                asyncio.gather(self._pump(creader, uwriter, eof=False), self._pump(ureader, cwriter)),
-                timeout=20,
-            )
-        for w in (cwriter, uwriter):
-            w.close()
+        # A client that gave up closes its side; the request it already sent still reaches the
+        # server, over a connection that stays open until the server has answered (a half-close
+        # could make the server abandon the request). That is the lost-response case: the remote
+        # did the work, the device never heard.
+        pumps = [
+            asyncio.ensure_future(self._pump(creader, uwriter, eof=False)),
+            asyncio.ensure_future(self._pump(ureader, cwriter)),
+        ]
+        try:
+            await asyncio.wait(pumps, timeout=20)
+        finally:
+            for t in pumps:
+                t.cancel()
+            # retrieve every outcome, so no "exception was never retrieved" at interpreter exit
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for w in (cwriter, uwriter):
+                w.close()
 
     async def _pump(self, reader, writer, eof: bool = True) -> None:
         try:
