@@ -391,6 +391,7 @@ def mode_handbuilt(args: dict) -> None:
     from openvino.preprocess import PrePostProcessor
 
     from models.card import load_card
+    from models.openvino_engine import ir_kind
 
     t_start = time.perf_counter()
     card = load_card(args.get("model_path"))
@@ -400,7 +401,8 @@ def mode_handbuilt(args: dict) -> None:
     files = [p for p in sorted(Path(args["root"]).rglob("*")) if p.is_file()]
     precision = args.get("precision", "auto")
     core = ov.Core()
-    model = core.read_model(card.path_for("openvino_int8" if precision == "int8" else "openvino"))
+    kind = ir_kind(card, precision)  # the IR the agent runs for the same model.precision
+    model = core.read_model(card.path_for(kind))
     model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
     ppp = PrePostProcessor(model)
     ppp.input().tensor().set_element_type(ov.Type.u8)
@@ -471,7 +473,7 @@ def mode_handbuilt(args: dict) -> None:
             "rows_in_db": n,
             "tiles_per_frame": tiles_per,
             "precision": precision_name(compiled.get_property(hints.inference_precision))
-            if precision != "int8" else "int8",
+            if kind != "openvino_int8" else "int8",
             "startup_s": startup_s,
             "first_result_s": first_result_s,
             "loop_s": loop_s,

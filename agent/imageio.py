@@ -33,6 +33,9 @@ import numpy as np
 from agent.errors import ImageError
 
 log = logging.getLogger(__name__)
+# exifread logs every oddity of broken files at warning level; they are not ours. Set once:
+# setLevel clears every logger's cache, which cost ~0.1 ms a frame when done per file.
+logging.getLogger("exifread").setLevel(logging.ERROR)
 
 #: formats decoded; anything else Pillow can identify is "unsupported", the rest "not_image"
 SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp", "webp")
@@ -141,11 +144,11 @@ def read_exif(data: bytes, camera_timezone: str = "UTC") -> ExifInfo:
     zone: it is read in ``camera_timezone`` (or its OffsetTimeOriginal when present).
     """
     info = ExifInfo()
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"eXIf" not in data:
+        return info  # EXIF in a PNG lives in an eXIf chunk; scanning the chunks costs more
     try:
         import exifread
 
-        # exifread logs every oddity of broken files at warning level; they are not ours.
-        logging.getLogger("exifread").setLevel(logging.ERROR)
         tags = exifread.process_file(io.BytesIO(data), details=False)
     except Exception as exc:  # broken EXIF must never cost the frame
         log.debug("EXIF unreadable: %s", exc)
@@ -322,12 +325,18 @@ def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int):
 
 
 def _decode_png_gray8(data: bytes, max_pixels: int):
-    """Fast path for 8-bit grayscale PNGs (the aerial tiles): OpenCV decodes them a third faster
-    than Pillow and outside the GIL (skysift bench: -12 % CPU per tile). The pixels are the same.
-    Anything else, or any failure, returns (None, ...) and Pillow decodes it and names the error."""
+    """Fast paths for 8-bit grayscale PNGs (the aerial tiles): :mod:`agent.png` (ISA-L inflate,
+    2.5x faster than libpng on the shared tiles), else OpenCV, a third faster than Pillow and
+    outside the GIL. The pixels are the same. Anything else, or any failure, returns
+    (None, ...) and Pillow decodes it and names the error."""
     if len(data) < 26 or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
         return None, 0, 0, 1.0  # not bit depth 8, colour type 0 (gray, no alpha)
     _check_pixels(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), max_pixels)
+    from agent.png import decode_gray8
+
+    gray = decode_gray8(data)
+    if gray is not None:
+        return gray, gray.shape[1], gray.shape[0], 1.0
     import cv2  # already loaded by the tiling code in the agent; imported here to keep this module light
 
     gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)

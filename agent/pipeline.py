@@ -1,6 +1,6 @@
 """From frames to committed rows: source -> bounded queue -> read/decode -> classify -> commit.
 
-Three named threads, each with its own SQLite connection:
+Four named threads (those that touch the database with their own SQLite connection):
 
 - ``ingest-source`` iterates the frame source into a bounded queue. A folder waits when the
   queue is full (it can be rescanned, nothing is lost); a live camera drops the frame and
@@ -8,9 +8,12 @@ Three named threads, each with its own SQLite connection:
 - ``ingest-decode`` takes a batch, reads and hashes the files in a small thread pool, skips
   content already in the database (or already on its way there), and decodes the rest in the
   same pool (decoders release the GIL).
-- ``ingest-commit`` classifies the batch, geotags it and commits it in ONE transaction, then
-  publishes ``frames_committed`` and ``progress``. A result exists once it is committed: a
-  crash before that leaves the file unrecorded, and it is simply found again on restart.
+- ``ingest-classify`` runs the model on each batch. It does nothing else, so the inference
+  engine is fed the next batch while the previous one is being committed (with commit in the
+  same thread the engine sat idle during every commit: skysift bench, tiles).
+- ``ingest-commit`` geotags the batch and commits it in ONE transaction, then publishes
+  ``frames_committed`` and ``progress``. A result exists once it is committed: a crash before
+  that leaves the file unrecorded, and it is simply found again on restart.
 
 Disk full: before taking a frame the free space of ``storage.dir`` is checked against
 ``storage.min_free_mb``, and a commit failing with ENOSPC / "database or disk is full" is rolled
@@ -215,7 +218,10 @@ class Pipeline:
         self.input_px = int(getattr(classifier, "input_px", 128) or 128)
         self.q_in: queue.Queue[Frame] = queue.Queue(maxsize=self.cfg.source.queue_size)
         self.q_mid: queue.Queue[list[Prepared] | None] = queue.Queue(maxsize=1)
+        # classified batches on their way to the commit thread, with results by id(Prepared)
+        self.q_done: queue.Queue[tuple[list[Prepared], dict[int, Any]] | None] = queue.Queue(maxsize=1)
         workers = decode_workers or min(4, max(2, os.cpu_count() or 2))
+        self.workers = workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-read")
         self.error: BaseException | None = None
         self.finished = threading.Event()
@@ -250,6 +256,7 @@ class Pipeline:
         for name, target in (
             ("ingest-source", lambda: self._run_source(once)),
             ("ingest-decode", self._run_decode),
+            ("ingest-classify", self._run_classify),
             ("ingest-commit", self._run_commit),
         ):
             t = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
@@ -268,7 +275,9 @@ class Pipeline:
                 if name == "ingest-source":
                     self.source_done.set()
                 elif name == "ingest-decode":
-                    self._put_mid(None, force=True)
+                    self._put(self.q_mid, None, force=True)
+                elif name == "ingest-classify":
+                    self._put(self.q_done, None, force=True)
                 else:
                     self.finished.set()
 
@@ -451,10 +460,10 @@ class Pipeline:
         self._stop_seen_at = self._stop_seen_at or time.monotonic()
         return time.monotonic() - self._stop_seen_at > 2.0
 
-    def _put_mid(self, item: list[Prepared] | None, force: bool = False) -> None:
+    def _put(self, q: queue.Queue, item: Any, force: bool = False) -> None:
         while True:
             try:
-                self.q_mid.put(item, timeout=0.5)
+                q.put(item, timeout=0.5)
                 return
             except queue.Full:
                 if force and self.finished.is_set():
@@ -470,14 +479,14 @@ class Pipeline:
                 self._beat("decode")
                 prepared = self._prepare(store, batch)
                 if prepared:
-                    self._put_mid(prepared)
+                    self._put(self.q_mid, prepared)
         finally:
             store.close()
-            self._put_mid(None, force=True)
+            self._put(self.q_mid, None, force=True)
 
     def _prepare(self, store: Store, batch: list[Frame]) -> list[Prepared]:
         batch = self._skip_recorded_files(store, batch)
-        items = list(self.pool.map(self._read, batch))
+        items = self._map(self._read, batch)
         # Changed while being read (a writer still at it): the source hands it over again once
         # it settles, so it is neither rejected as truncated nor recorded twice.
         keep: list[Prepared] = []
@@ -513,12 +522,26 @@ class Pipeline:
             record_files(store, recorded)
         to_decode = [p for p in out if p.reject is None]
         if to_decode:
-            list(self.pool.map(self._decode, to_decode))
+            self._map(self._decode, to_decode)
             px = sum(p.image.gray.size for p in to_decode if p.image is not None)
             n = sum(1 for p in to_decode if p.image is not None)
             if n:
                 per_frame = max(1, px // n)
                 self._frames_cap = max(1, min(self.MAX_BATCH_FRAMES, self.BATCH_PIXELS // per_frame))
+        return out
+
+    def _map(self, fn: Callable[[Any], Any], items: list) -> list:
+        """``fn`` over ``items`` in the pool, one task per worker rather than per item: a
+        future per 128 px tile cost as much as reading it."""
+        n = len(items)
+        if n <= 1:
+            return [fn(x) for x in items]
+        k = min(self.workers, n)
+        bounds = [n * i // k for i in range(k + 1)]
+        chunks = [items[bounds[i] : bounds[i + 1]] for i in range(k)]
+        out: list = []
+        for part in self.pool.map(lambda chunk: [fn(x) for x in chunk], chunks):
+            out.extend(part)
         return out
 
     def _skip_recorded_files(self, store: Store, batch: list[Frame]) -> list[Frame]:
@@ -628,9 +651,8 @@ class Pipeline:
         p.decode_ms = (time.perf_counter() - t0) * 1000
         self.timings["decode"] += p.decode_ms / 1000
 
-    # --- commit thread ---------------------------------------------------------------------------
-    def _run_commit(self) -> None:
-        store = Store(self.db_path)
+    # --- classify thread -------------------------------------------------------------------------
+    def _run_classify(self) -> None:
         last_beat = 0.0
         try:
             while True:
@@ -638,11 +660,35 @@ class Pipeline:
                     batch = self.q_mid.get(timeout=1.0)
                 except queue.Empty:
                     batch = []
-                now = time.monotonic()
                 if batch is None:
                     break
                 if batch:
-                    self._process(store, batch)
+                    ok = [p for p in batch if p.reject is None and p.image is not None]
+                    results = dict(zip((id(p) for p in ok), self._classify(ok), strict=True))
+                    self._put(self.q_done, (batch, results))
+                now = time.monotonic()
+                if now - last_beat >= 5.0 or batch:
+                    self._beat("classify")  # also when idle: see the commit loop
+                    last_beat = now
+        finally:
+            self._put(self.q_done, None, force=True)
+
+    # --- commit thread ---------------------------------------------------------------------------
+    def _run_commit(self) -> None:
+        store = Store(self.db_path)
+        last_beat = 0.0
+        try:
+            while True:
+                try:
+                    item = self.q_done.get(timeout=1.0)
+                except queue.Empty:
+                    item = ([], {})
+                now = time.monotonic()
+                if item is None:
+                    break
+                batch, results = item
+                if batch:
+                    self._process(store, batch, results)
                 if now - last_beat >= 5.0 or batch:
                     # Also when idle: the watchdog reads it as "the pipeline is alive".
                     self._beat("commit")
@@ -674,13 +720,13 @@ class Pipeline:
             raise PipelineError(f"the classifier fails on every frame: {results[0]!r}")
         return results
 
-    def _process(self, store: Store, batch: list[Prepared]) -> None:
-        ok = [p for p in batch if p.reject is None and p.image is not None]
-        results = dict(zip((id(p) for p in ok), self._classify(ok), strict=True))
+    def _process(self, store: Store, batch: list[Prepared], results: dict[int, Any]) -> None:
         t0 = time.perf_counter()
         rows: list[dict] = []
+        messages: dict[str, str] = {}  # frame_id -> why it was rejected, for the log
         flights: dict[str, tuple[str, str]] = {}
         saves: list[tuple[Path, bytes]] = []
+        now = utcnow()  # one classification time for the batch: its frames are committed together
         for p in batch:
             flight_id, name, fsource = self.flights.resolve(p.frame)
             flights.setdefault(flight_id, (name, fsource))
@@ -688,7 +734,9 @@ class Pipeline:
             if isinstance(res, Exception):
                 p.reject = ("inference_error", str(res))
                 res = None
-            row = self._row(p, res, flight_id)
+            row = self._row(p, res, flight_id, now)
+            if p.reject:
+                messages[p.frame_id] = p.reject[1]
             if p.frame.meta.get("camera") and p.data is not None:
                 dest = self.frames_dir / flight_id / f"{p.frame_id}.jpg"
                 row["image_path"] = str(dest)
@@ -723,19 +771,17 @@ class Pipeline:
         stats.queue_depth = self.q_in.qsize()
         for r in committed:
             if r["status"] == "rejected":
-                log.warning("rejected %s: %s (%s)", r["source"], r["reason"], r.get("_message", ""))
-            r.pop("_message", None)
+                log.warning("rejected %s: %s (%s)", r["source"], r["reason"], messages.get(r["frame_id"], ""))
         if committed:
             self.ctx.bus.publish("frames_committed", rows=committed)
         self.ctx.bus.publish("progress", count=stats.frames_committed)
 
-    def _row(self, p: Prepared, res: Any, flight_id: str) -> dict:
+    def _row(self, p: Prepared, res: Any, flight_id: str, now: str) -> dict:
         frame = p.frame
         img = p.image
         exif = img.exif if img is not None else None
         captured = self._captured_at(p)
         lat, lon, alt, geo_source = geotag(exif, captured, self.positions + self._telemetry())
-        now = utcnow()
         row: dict[str, Any] = {
             "frame_id": p.frame_id,
             "flight_id": flight_id,
@@ -766,8 +812,6 @@ class Pipeline:
             "total_ms": round((time.perf_counter() - p.started) * 1000, 3),
             "run_id": self.ctx.run_id,
         }
-        if p.reject:
-            row["_message"] = p.reject[1]
         if res is not None and not p.reject:
             row.update(
                 label=res.label,
@@ -813,7 +857,6 @@ class Pipeline:
 
         Returns the inserted frame ids, or None when stopped before the commit could happen.
         """
-        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
         delay = 1.0
         failures = 0
         while True:
@@ -822,7 +865,7 @@ class Pipeline:
                     self.flights.ensure(store, fid, name, fsource)
                 for dest, data in saves:
                     _write_atomic(dest, data)
-                inserted = store.add_frames(clean)
+                inserted = store.add_frames(rows)
                 if failures:
                     self._resume("commit")
                 return inserted
@@ -853,8 +896,9 @@ def _load_budget_check() -> Callable[[Store, Any], Any] | None:
 
 def record_files(store: Store, items: list[Prepared]) -> None:
     """Remember the file versions whose frames are committed (see migration ``_m3_files``)."""
+    now = utcnow()
     rows = [
-        (str(p.frame.path), p.frame.meta["size"], p.frame.meta["mtime_ns"], p.frame_id, utcnow())
+        (str(p.frame.path), p.frame.meta["size"], p.frame.meta["mtime_ns"], p.frame_id, now)
         for p in items
         if p.frame.path is not None and "size" in p.frame.meta and p.frame_id
     ]

@@ -294,7 +294,10 @@ class Store:
         as it is: the first result stands and the flight counts are not touched twice.
         """
         inserted: list[str] = []
+        # flight_id -> [frames, classified, damaged, rejected] added by this batch
+        counts: dict[str, list[int]] = {}
         with self.transaction() as db:
+            conn = db.conn
             for row in rows:
                 r = dict(row)
                 if isinstance(r.get("tile_grid"), list):
@@ -302,28 +305,34 @@ class Store:
                 r.setdefault("classified_at", utcnow())
                 if r["status"] not in FRAME_STATUSES:
                     raise ValueError(f"bad frame status {r['status']!r}")
-                db.execute(
-                    "INSERT OR IGNORE INTO flights (flight_id, name, started_at) VALUES (?, ?, ?)",
-                    [r["flight_id"], r["flight_id"], r["classified_at"]],
-                )
+                fid = r["flight_id"]
+                if fid not in counts:
+                    counts[fid] = [0, 0, 0, 0]
+                    conn.execute(
+                        "INSERT OR IGNORE INTO flights (flight_id, name, started_at) VALUES (?, ?, ?)",
+                        [fid, fid, r["classified_at"]],
+                    )
                 cols = list(r)
-                cur = db.execute(
+                cur = conn.execute(
                     f"INSERT OR IGNORE INTO frames ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                     [r[c] for c in cols],
                 )
                 if cur.rowcount != 1:
                     continue
                 inserted.append(r["frame_id"])
-                db.execute(
-                    "UPDATE flights SET frames = frames + 1, classified = classified + ?, "
-                    "damaged = damaged + ?, rejected = rejected + ? WHERE flight_id = ?",
-                    [
-                        int(r["status"] == "classified"),
-                        int(r.get("label") == "damaged"),
-                        int(r["status"] == "rejected"),
-                        r["flight_id"],
-                    ],
-                )
+                c = counts[fid]
+                c[0] += 1
+                c[1] += r["status"] == "classified"
+                c[2] += r.get("label") == "damaged"
+                c[3] += r["status"] == "rejected"
+            # One update per flight and batch, in the same transaction as the rows it counts.
+            for fid, (n, classified, damaged, rejected) in counts.items():
+                if n:
+                    conn.execute(
+                        "UPDATE flights SET frames = frames + ?, classified = classified + ?, "
+                        "damaged = damaged + ?, rejected = rejected + ? WHERE flight_id = ?",
+                        [n, classified, damaged, rejected, fid],
+                    )
         return inserted
 
     def frame(self, frame_id: str) -> dict | None:

@@ -70,6 +70,8 @@ class FolderSource(FrameSource):
         # --once waits out files still being written, but not forever.
         self.once_wait_s = once_wait_s if once_wait_s is not None else max(30.0, 10 * self.settle_seconds)
         self.root_flight = flight_id_for(self.root.name)
+        self._root_prefix = str(self.root).rstrip(os.sep) + os.sep
+        self._flight_cache: dict[str, tuple[str, dict]] = {}  # top folder -> _flight_of
         self._real_root: Path | None = None
         # (path, size, mtime_ns) already handed over: a rescan does not re-read unchanged files.
         self._seen: set[tuple[str, int, int]] = set()
@@ -208,12 +210,13 @@ class FolderSource(FrameSource):
 
     def _consider(self, path: str, *, renamed: bool) -> list[Frame]:
         """Hand the file over if it is complete and new; else remember it as pending."""
-        p = Path(path)
-        try:
-            rel = p.relative_to(self.root)
-        except ValueError:
+        # Plain string work: in a backfill this runs for every file, and pathlib's parsing
+        # cost more than the rest of it together (skysift bench, tiles).
+        root = self._root_prefix
+        if not path.startswith(root):
             return []
-        if any(is_ignored_name(part) for part in rel.parts):
+        parts = path[len(root) :].split(os.sep)
+        if any(is_ignored_name(part) for part in parts):
             self._pending.pop(path, None)
             return []
         try:
@@ -224,8 +227,9 @@ class FolderSource(FrameSource):
         except OSError as exc:
             log.warning("cannot stat %s: %s", path, exc.strerror or exc)
             return []
-        flight_id, fmeta = self._flight_of(rel)
-        if os.path.islink(path):
+        flight_id, fmeta = self._flight_of(parts)
+        p = Path(path)
+        if stat.S_ISLNK(lst.st_mode):
             target = os.path.realpath(path)
             assert self._real_root is not None
             if not (target == str(self._real_root) or target.startswith(str(self._real_root) + os.sep)):
@@ -288,16 +292,22 @@ class FolderSource(FrameSource):
             )
         ]
 
-    def _flight_of(self, rel: Path) -> tuple[str, dict]:
-        """(flight_id, meta) of a file at ``rel`` under the root."""
-        if len(rel.parts) <= 1:
-            return self.root_flight, {
+    def _flight_of(self, parts: list[str]) -> tuple[str, dict]:
+        """(flight_id, meta) of a file whose path under the root has these ``parts``."""
+        top = parts[0] if len(parts) > 1 else ""
+        known = self._flight_cache.get(top)
+        if known is not None:
+            return known
+        if not top:
+            known = self.root_flight, {
                 "root_level": True, "flight_name": self.root.name, "flight_source": str(self.root)
             }
-        top = rel.parts[0]
-        return flight_id_for(top), {
-            "root_level": False, "flight_name": top, "flight_source": str(self.root / top)
-        }
+        else:
+            known = flight_id_for(top), {
+                "root_level": False, "flight_name": top, "flight_source": str(self.root / top)
+            }
+        self._flight_cache[top] = known
+        return known
 
     def forget(self, frame: Frame) -> None:
         """Let a rescan hand ``frame`` over again (it changed while it was being read)."""

@@ -76,6 +76,15 @@ class ModelCard:
     def has(self, kind: str) -> bool:
         return kind in self.data.get("files", {})
 
+    @property
+    def int8_verified(self) -> bool:
+        """True when the card ships an INT8 IR that training measured as accurate as the float
+        one (``metrics.int8.shipped``: held-out accuracy within its tolerance). Only then does
+        ``model.precision: auto`` run it; an INT8 IR the card vouches for by hash alone is
+        used only when asked for by name."""
+        i8 = self.data.get("metrics", {}).get("int8", {})
+        return self.has("openvino_int8") and i8.get("shipped") is True and "held_out" in i8
+
     def path_for(self, kind: str) -> Path:
         """The verified path of the file of ``kind`` (``keras``, ``openvino``, ``openvino_int8``)."""
         files = self.data.get("files", {})

@@ -70,6 +70,15 @@ def precision_name(t) -> str:
     return _TYPE_NAMES.get(name, name)
 
 
+def ir_kind(card: ModelCard, precision: str) -> str:
+    """Which IR of the card runs: the INT8 one when asked for, or for ``auto`` when the card
+    shows it loses no accuracy (:attr:`ModelCard.int8_verified`). On this project's CPU it runs
+    1.7x the bf16 throughput (docs/benchmarks.md); the float IR stays for f32/bf16/f16."""
+    if precision == "int8" or (precision == "auto" and card.int8_verified):
+        return "openvino_int8"
+    return "openvino"
+
+
 class OpenVinoClassifier(Classifier):
     """The card's IR compiled for one device. Raises EngineUnavailable if it cannot compile."""
 
@@ -85,7 +94,7 @@ class OpenVinoClassifier(Classifier):
     ):
         self.card = card
         self.input_px = card.input_px
-        kind = "openvino_int8" if precision == "int8" else "openvino"
+        kind = ir_kind(card, precision)
         if precision == "int8" and not card.has(kind):
             raise ModelError(f"{card.dir}: model.precision is int8 but the card lists no INT8 IR")
         xml = card.path_for(kind)  # verifies the sha256 of .xml and .bin
@@ -104,7 +113,7 @@ class OpenVinoClassifier(Classifier):
         except RuntimeError as exc:
             raise EngineUnavailable(f"OpenVINO cannot compile the model for {device}: {_first_line(exc)}") from exc
         self.device = self._execution_device(device)
-        self.precision = "int8" if precision == "int8" else self._effective_precision(precision)
+        self.precision = "int8" if kind == "openvino_int8" else self._effective_precision(precision)
         self.requested_device = device
         self._request = self.compiled.create_infer_request()
         self._queue: ov.AsyncInferQueue | None = None

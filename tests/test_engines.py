@@ -93,11 +93,13 @@ def test_engine_contract(engine: Classifier, tiles):
 
 
 def test_openvino_and_tensorflow_agree_on_every_shared_tile(card, tiles, p_ref):
-    from models.openvino_engine import OpenVinoClassifier
+    from models.openvino_engine import OpenVinoClassifier, core
 
     thr = card.threshold
     ref_damaged = (1 - p_ref) < thr if card.output_is_p_undamaged else p_ref >= thr
-    for precision in ("f32", "f16", "auto"):
+    caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    # the float types (auto runs the INT8 IR, checked on its own terms below)
+    for precision in ("f32", "f16") + (("bf16",) if "BF16" in caps else ()):
         ov = OpenVinoClassifier(card, "CPU", precision)
         tol = TOLERANCE_BF16 if ov.precision == "bf16" else TOLERANCE
         p = ov.predict(tiles[0])
@@ -111,17 +113,49 @@ def test_openvino_and_tensorflow_agree_on_every_shared_tile(card, tiles, p_ref):
         ov.close()
 
 
-def test_effective_precision_is_read_back(card):
+def _float_only_copy(card, tmp_path: Path):
+    """The shipped model without its INT8 IR (as `skysift model convert` leaves one)."""
+    import json
+    import shutil
+
+    d = tmp_path / "float-only"
+    shutil.copytree(card.dir, d, ignore=shutil.ignore_patterns("model-int8.*"))
+    data = json.loads((d / "model_card.json").read_text())
+    data["files"].pop("openvino_int8")
+    for name in ("model-int8.xml", "model-int8.bin"):
+        data["sha256"].pop(name)
+    (d / "model_card.json").write_text(json.dumps(data))
+    return load_card(d)
+
+
+def test_effective_precision_is_read_back(card, tmp_path):
     from models.openvino_engine import OpenVinoClassifier, core
 
+    # The shipped card vouches for its INT8 IR (held-out accuracy equal to FP16): auto runs it.
+    assert card.int8_verified
     auto = OpenVinoClassifier(card, "CPU", "auto")
+    assert auto.precision == "int8"
+    # Without a verified INT8 IR, auto is the float IR in what the plugin picks: OpenVINO
+    # silently runs bf16 on CPUs with AVX512-BF16/AMX, and the result reports what really runs.
+    plain = _float_only_copy(card, tmp_path)
+    assert not plain.int8_verified
     caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    # OpenVINO silently runs bf16 on CPUs with AVX512-BF16/AMX: report what really runs.
-    assert auto.precision == ("bf16" if "BF16" in caps else "f32")
+    assert OpenVinoClassifier(plain, "CPU", "auto").precision == ("bf16" if "BF16" in caps else "f32")
     assert OpenVinoClassifier(card, "CPU", "f32").precision == "f32"
     # AUTO picks the device; the result names both, and the precision of the device it picked
-    picked = OpenVinoClassifier(card, "AUTO", "auto")
-    assert picked.device == "AUTO:CPU" and picked.precision == auto.precision
+    picked = OpenVinoClassifier(plain, "AUTO", "auto")
+    assert picked.device == "AUTO:CPU" and picked.precision == ("bf16" if "BF16" in caps else "f32")
+    assert OpenVinoClassifier(card, "AUTO", "auto").precision == "int8"
+
+
+def test_auto_runs_the_same_int8_ir_as_int8(card, tiles):
+    from models.openvino_engine import OpenVinoClassifier
+
+    x = tiles[0]
+    auto = OpenVinoClassifier(card, "CPU", "auto").predict(x)
+    assert np.array_equal(auto, OpenVinoClassifier(card, "CPU", "int8").predict(x))
+    # ... and not the float IR: quantization moves some probabilities
+    assert not np.array_equal(auto, OpenVinoClassifier(card, "CPU", "f32").predict(x))
 
 
 def test_int8_ir_when_the_card_has_one(card, tiles, p_ref):
@@ -217,13 +251,14 @@ def test_no_engine_left_raises(card):
         fc.predict_tiles(np.zeros((2, 128, 128), np.uint8))
 
 
-def test_tampered_model_is_refused(card, tmp_path):
+@pytest.mark.parametrize(("precision", "weights"), [("auto", "model-int8.bin"), ("f32", "model.bin")])
+def test_tampered_model_is_refused(card, tmp_path, precision, weights):
     broken = tmp_path / "model"
     shutil.copytree(card.dir, broken)
-    b = bytearray((broken / "model.bin").read_bytes())
+    b = bytearray((broken / weights).read_bytes())  # the weights this precision runs
     b[len(b) // 2] ^= 0xFF
-    (broken / "model.bin").write_bytes(bytes(b))
-    cfg, cache = _cfg(tmp_path, path=broken)
+    (broken / weights).write_bytes(bytes(b))
+    cfg, cache = _cfg(tmp_path, path=broken, precision=precision)
     with pytest.raises(ModelIntegrityError):
         create_frame_classifier(cfg, cache)
 
