@@ -182,6 +182,7 @@ def test_bench_tiles_smoke(shared_data, tmp_path):
         _check_pipeline(t["pipeline"], 60, 60)
     h = t["handbuilt"]
     assert h["rows_in_db"] == 60 and h["tiles_per_frame"] == 1 and h["frames_per_s"] > 0
+    assert h["decode_only_frames_per_s"] > 0 and h["decode_only_cpu_ms_per_frame"] > 0
     assert h["tensorflow_loaded"] is False
     b = t["baseline_2020"]
     assert b["frames"] == 4 and b["sample_of"] == 60 and b["frames_per_s"] > 0
