@@ -84,7 +84,9 @@ class ModelConfig(_Section):
         description="OpenVINO device priority list, e.g. [MYRIAD, GPU, NPU, CPU] or [AUTO].",
     )
     precision: Precision = Field(
-        default="auto", description="auto, f32, bf16, f16, or int8 (the INT8 IR)."
+        default="auto",
+        description="auto (the INT8 IR when the model card shows it as accurate as the float "
+        "one, else the device's own choice), f32, bf16, f16, or int8 (the INT8 IR).",
     )
     tile_px: int = Field(
         default=128, ge=16, le=8192, description="Frames larger than one tile are cut into tiles of this size."

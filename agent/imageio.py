@@ -243,8 +243,12 @@ def decode_image(
     input_px: int = 128,
     max_pixels: int,
     camera_timezone: str = "UTC",
+    sha256: str | None = None,
 ) -> DecodedImage:
     """Decode ``data`` to an upright grayscale array, or raise :class:`ImageError`.
+
+    ``sha256``: the hex digest of ``data`` when the caller has it already (the pipeline hashes
+    every file for its frame id; hashing a 3.5 MB JPEG again cost 2.7 ms a frame).
 
     Reasons: ``empty``, ``not_image``, ``unsupported``, ``too_large`` (more than
     ``max_pixels``), ``corrupt``, ``truncated``.
@@ -273,7 +277,7 @@ def decode_image(
         height=h,
         scale=scale,
         format=fmt,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         bytes=len(data),
         exif=exif,
     )

@@ -640,6 +640,7 @@ class Pipeline:
                 input_px=self.input_px,
                 max_pixels=self.cfg.model.max_pixels,
                 camera_timezone=self.cfg.geotag.camera_timezone,
+                sha256=p.sha256,
             )
         except ImageError as exc:
             p.reject = (exc.reason, str(exc))
