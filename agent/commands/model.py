@@ -26,9 +26,7 @@ def register(subparsers) -> None:
     t.add_argument("--cv", type=int, default=0, metavar="K",
                    help="also run K-fold stratified cross-validation on the training split")
     t.add_argument("--test-frac", type=float, default=0.25, help="held-out fraction (default 0.25)")
-    t.add_argument("--architecture", default=None,
-                   choices=["cnn2020", "cnn2020-bn", "edge-s2", "edge-s3", "edge-p4", "edge-c16",
-                            "edge-c8", "edge-s2w"],
+    t.add_argument("--architecture", default=None, choices=["cnn2020", "cnn2020-bn"],
                    help="cnn2020 (the 2020 network as published) or cnn2020-bn (default, shipped)")
     t.add_argument("--no-augment", action="store_true", help="train without flips/rotations")
     t.add_argument("--no-int8", action="store_true", help="skip INT8 quantization")
