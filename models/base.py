@@ -8,6 +8,7 @@ the shipped model). Cutting frames into tiles, batching and the frame decision l
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,16 @@ class Classifier(ABC):
     def predict_async(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Classify several batches, overlapping them where the engine can. Default: in turn."""
         return [self.predict(b) for b in batches]
+
+    def start(self, batches: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """Start classifying ``batches`` and return a function that waits for their results.
+
+        Engines that run on their own threads (OpenVINO) return at once, so the caller can
+        prepare and start the next batches while these run: the device never waits for Python
+        between two calls. Default: classify now, return the results when asked.
+        """
+        out = self.predict_async(batches)
+        return lambda: out
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to release
         """Release device resources."""

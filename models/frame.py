@@ -211,18 +211,57 @@ class FrameClassifier:
 
     def classify(self, images: list[DecodedImage]) -> list[FrameResult]:
         """Classify frames: all their tiles go through the model together, in batches."""
-        if not images:
-            return []
+        return self.collect(self.submit(images))
+
+    def submit(self, images: list[DecodedImage]) -> PendingFrames:
+        """Cut the frames into tiles and start their inference; :meth:`collect` the results.
+
+        Submitting the next frames before collecting these keeps an engine that runs on its own
+        threads (OpenVINO) busy while Python builds results and cuts tiles: on 128 px tiles that
+        gap cost a quarter of the inference throughput (skysift bench).
+        """
         cut = []
         for img in images:
             tile = max(1, round(self.tile_px * img.scale))
             cut.append(cut_tiles(img.gray, tile, self.input_px))
-        tiles = np.concatenate([c[0] for c in cut]) if len(cut) > 1 else cut[0][0]
-        t0 = time.perf_counter()
-        with self._lock:
-            p = self._predict_locked(tiles)
-            clf = self.classifier
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        if not cut:
+            tiles = np.zeros((0, self.input_px, self.input_px), np.uint8)
+        else:
+            tiles = np.concatenate([c[0] for c in cut]) if len(cut) > 1 else cut[0][0]
+        pending = PendingFrames(images, cut, tiles, t0=time.perf_counter())
+        if len(tiles):
+            batches = [tiles[i : i + self.batch_size] for i in range(0, len(tiles), self.batch_size)]
+            with self._lock:
+                pending.engine = self.classifier
+                try:
+                    pending.wait = pending.engine.start(batches)
+                except InferenceError as exc:
+                    pending.error = exc
+        return pending
+
+    def collect(self, pending: PendingFrames) -> list[FrameResult]:
+        """The results of :meth:`submit`; on an engine failure, falls back and runs them again."""
+        images, cut, tiles = pending.images, pending.cut, pending.tiles
+        if not images:
+            return []
+        p: np.ndarray | None = None
+        clf = pending.engine
+        if pending.wait is not None and pending.error is None:
+            try:
+                p = np.concatenate(pending.wait()).astype(np.float32, copy=False)
+            except InferenceError as exc:
+                pending.error = exc
+        if p is None:
+            with self._lock:
+                if pending.error is not None and self._active is pending.engine:
+                    log.error("inference failed on %s: %s", self._active_name, pending.error)
+                    if not self._pending:
+                        raise pending.error
+                    self._activate_next(reason=f"{self._active_name}: {pending.error}")
+                p = self._predict_locked(tiles)  # on whichever engine is active now
+                clf = self.classifier
+        assert clf is not None
+        elapsed_ms = (time.perf_counter() - pending.t0) * 1000.0
         damaged = self.is_damaged(p)
         results: list[FrameResult] = []
         at = 0
@@ -250,3 +289,16 @@ class FrameClassifier:
                 )
             )
         return results
+
+
+@dataclass
+class PendingFrames:
+    """Frames whose tiles are being classified (:meth:`FrameClassifier.submit`)."""
+
+    images: list[DecodedImage]
+    cut: list[tuple[np.ndarray, int, int]]
+    tiles: np.ndarray
+    t0: float
+    engine: Classifier | None = None
+    wait: Callable[[], list[np.ndarray]] | None = None
+    error: InferenceError | None = None

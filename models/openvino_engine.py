@@ -12,6 +12,8 @@ when the OpenVINO engine is wanted, and treats an ImportError as "engine unavail
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,30 +189,71 @@ class OpenVinoClassifier(Classifier):
         """Run the batches on an ``AsyncInferQueue`` so the device's streams overlap them."""
         if len(batches) <= 1:
             return [self.predict(b) for b in batches]
+        return self.start(batches)()
+
+    def start(self, batches: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        """Queue the batches on the ``AsyncInferQueue`` and return their waiter.
+
+        ``start_async`` returns as soon as a request is free, so a caller that starts the next
+        call before waiting for this one keeps every stream busy. Each call's results come
+        back through its own job, whatever else is in the queue.
+        """
         if self._queue is None:
             self._queue = ov.AsyncInferQueue(self.compiled, 0)  # 0: the plugin's optimal number
-        results: list[np.ndarray | None] = [None] * len(batches)
-
-        def done(request: ov.InferRequest, index: int) -> None:
-            # Runs on OpenVINO's thread: copy out, the request's buffer is reused.
-            results[index] = self._to_p_damaged(request.get_output_tensor(0).data.copy())
-
-        self._queue.set_callback(done)
+            self._queue.set_callback(self._done)
+        job = _Job(len(batches))
         try:
             for i, b in enumerate(batches):
                 x = np.ascontiguousarray(b, dtype=np.uint8).reshape(len(b), self.input_px, self.input_px, 1)
-                self._queue.start_async({0: x}, i)
-            self._queue.wait_all()
+                self._queue.start_async({0: x}, (job, i))
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO async inference failed on {self.device}: {_first_line(exc)}") from exc
-        if any(r is None for r in results):
+        return lambda: self._wait(job)
+
+    def _done(self, request: ov.InferRequest, userdata: tuple[_Job, int]) -> None:
+        # Runs on OpenVINO's thread: copy out, the request's buffer is reused.
+        job, index = userdata
+        job.results[index] = self._to_p_damaged(request.get_output_tensor(0).data.copy())
+        with job.lock:
+            job.left -= 1
+            if job.left == 0:
+                job.done.set()
+
+    def _wait(self, job: _Job) -> list[np.ndarray]:
+        # A failed request may never call back: past a grace time, wait for the whole queue,
+        # which raises the request's error (or shows the result is missing).
+        if not job.done.wait(timeout=_CALLBACK_GRACE_S):
+            try:
+                assert self._queue is not None
+                self._queue.wait_all()
+            except (RuntimeError, AssertionError) as exc:
+                raise InferenceError(
+                    f"OpenVINO async inference failed on {self.device}: {_first_line(exc)}"
+                ) from exc
+        if any(r is None for r in job.results):
             raise InferenceError(f"OpenVINO async inference on {self.device} returned no result")
-        return results  # type: ignore[return-value]
+        return job.results  # type: ignore[return-value]
 
     def close(self) -> None:
         self._queue = None
         self._request = None  # type: ignore[assignment]
         self.compiled = None  # type: ignore[assignment]
+
+
+#: how long a call's results may take before its waiter asks the queue for errors
+_CALLBACK_GRACE_S = 2.0
+
+
+class _Job:
+    """One :meth:`OpenVinoClassifier.start` call: its results as their requests complete."""
+
+    __slots__ = ("results", "left", "lock", "done")
+
+    def __init__(self, n: int):
+        self.results: list[np.ndarray | None] = [None] * n
+        self.left = n
+        self.lock = threading.Lock()
+        self.done = threading.Event()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -189,6 +189,10 @@ class SlowClassifier:
         time.sleep(self.delay)
         return self.inner.classify(images)
 
+    def submit(self, images):  # the pipeline's way in
+        time.sleep(self.delay)
+        return self.inner.submit(images)
+
     def close(self) -> None:
         pass
 

@@ -240,6 +240,55 @@ def test_inference_failure_at_run_time_falls_back(card, tiles, p_ref, tmp_path):
     assert fc.engine == "tensorflow"
 
 
+class DyingWhileRunning(Classifier):
+    """An accelerator that accepts work and reports the failure only when it is waited for."""
+
+    engine, device, precision, input_px = "openvino", "NPU", "f16", 128
+
+    def __init__(self):
+        self.started = 0
+
+    def predict(self, tiles):
+        raise InferenceError("NPU: device lost")
+
+    def start(self, batches):
+        self.started += 1
+
+        def wait():
+            raise InferenceError("NPU: device lost")
+
+        return wait
+
+
+def test_two_batches_in_flight_fall_back_once_and_both_get_results(card, ov_f32, tmp_path):
+    bus, events = EventBus(), []
+    bus.subscribe("engine_fallback", lambda **kw: events.append(kw))
+    dying = DyingWhileRunning()
+    fc = FrameClassifier(
+        card, [EngineCandidate("openvino/NPU", lambda: dying), EngineCandidate("openvino/CPU", lambda: ov_f32)], bus=bus
+    )
+    imgs = [read_image_file(p, max_file_bytes=10**7, tile_px=128, max_pixels=10**8) for p in _first_tiles(4)]
+    first, second = fc.submit(imgs[:2]), fc.submit(imgs[2:])  # both started on the NPU
+    assert dying.started == 2
+    r1, r2 = fc.collect(first), fc.collect(second)
+    assert [r.device for r in r1 + r2] == ["CPU"] * 4
+    assert len(events) == 1 and events[0]["from"] == "openvino/NPU" and "device lost" in events[0]["reason"]
+    ref = FrameClassifier(card, [EngineCandidate("openvino/CPU", lambda: ov_f32)]).classify(imgs)
+    assert [r.p_damaged for r in r1 + r2] == [r.p_damaged for r in ref]
+
+
+def test_openvino_calls_in_flight_keep_their_own_results(card, tiles):
+    from models.openvino_engine import OpenVinoClassifier
+
+    ov = OpenVinoClassifier(card, "CPU", "f32", performance_hint="THROUGHPUT")
+    x = tiles[0]
+    waits = [ov.start([x[i : i + 16] for i in range(j, j + 64, 16)]) for j in (0, 64, 128)]
+    got = [np.concatenate(w()) for w in reversed(waits)][::-1]  # collected in any order
+    want = ov.predict(x)
+    for j, part in zip((0, 64, 128), got, strict=True):
+        assert np.allclose(part, want[j : j + len(part)], atol=1e-4)
+
+
 def _first_tiles(n: int) -> list[Path]:
     base = ROOT.parent / "shared" / "data" / "aerial-damage" / "damaged"
     return sorted(base.glob("*.png"))[:n]

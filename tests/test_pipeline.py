@@ -42,6 +42,10 @@ class Counting:
         self.frames += len(images)
         return self.inner.classify(images)
 
+    def submit(self, images):  # the pipeline's way in: submit, then collect
+        self.frames += len(images)
+        return self.inner.submit(images)
+
     def close(self) -> None:
         pass
 

@@ -333,6 +333,11 @@ class FreezableClassifier:
             self.released.wait()
         return self.inner.classify(images)
 
+    def submit(self, images):  # the pipeline's way in
+        if self.frozen.is_set():
+            self.released.wait()
+        return self.inner.submit(images)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
