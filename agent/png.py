@@ -8,7 +8,7 @@ zlib on these near-incompressible tiles) and a vectorised unfilter in NumPy: ~0.
 It is a fast path and never the judge: it takes only what it can decode exactly (bit depth 8,
 colour type 0, no interlace, rows filtered None, Sub or Up: every shared tile is Sub) and
 returns None for anything else, including anything damaged (a bad CRC, a short chunk, an
-inflate error or a wrong length). The caller then decodes with OpenCV or Pillow, which name
+inflate error or a wrong length). It never inflates more than the header's size allows. The caller then decodes with OpenCV or Pillow, which name
 the error. ``tests/test_png.py`` checks it is pixel-identical to OpenCV.
 """
 
@@ -64,11 +64,14 @@ def decode_gray8(data: bytes) -> np.ndarray | None:
     if not seen_iend or not idat or not width:
         return None
     stride = width + 1
+    expected = stride * height
     try:
-        raw = _inflate.decompress(b"".join(idat))
+        # Never more than the header allows: a few KB of IDAT can inflate to gigabytes.
+        inflater = _inflate.decompressobj()
+        raw = inflater.decompress(b"".join(idat), expected + 1)
     except Exception:
         return None
-    if len(raw) != stride * height:
+    if len(raw) != expected or not inflater.eof:  # eof: the stream ended, its Adler-32 checked
         return None
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride)
     filters = rows[:, 0]

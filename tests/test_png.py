@@ -102,6 +102,41 @@ def test_anything_else_steps_aside(case):
     assert decode_gray8(data) is None
 
 
+def test_a_deflate_bomb_is_not_inflated_past_the_header_size():
+    # A 16x16 image whose IDAT inflates to 200 MB: valid CRCs, valid zlib stream.
+    body = zlib.compress(b"\x00" * 200_000_000, 9)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0))
+        + _chunk(b"IDAT", body)
+        + _chunk(b"IEND", b"")
+    )
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert decode_gray8(data) is None
+        peak_mb = tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+    assert peak_mb < 10, f"{peak_mb:.0f} MB allocated decoding a 16x16 PNG"
+
+
+def test_fuzzed_tiles_never_crash_and_never_disagree_with_opencv(aerial_tiles):
+    rng = np.random.default_rng(3)
+    paths = aerial_tiles["damaged"][:10] + aerial_tiles["undamaged"][:10]
+    for path in paths:
+        good = path.read_bytes()
+        for _ in range(25):
+            data = bytearray(good)
+            for pos in rng.integers(0, len(data), int(rng.integers(1, 4))):
+                data[pos] = int(rng.integers(0, 256))
+            fast = decode_gray8(bytes(data))
+            if fast is not None:  # only when every CRC still holds: then it is OpenCV's picture
+                ref = _cv2(bytes(data))
+                assert ref is not None and np.array_equal(fast, ref)
+
+
 def test_the_agent_still_names_what_is_wrong_with_a_damaged_png(aerial_tiles):
     data = bytearray(aerial_tiles["damaged"][0].read_bytes())
     data = bytes(data[: len(data) * 2 // 3])
