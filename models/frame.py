@@ -110,6 +110,7 @@ class FrameClassifier:
         self._active_name = ""
         self.fallbacks: list[dict] = []
         self._model_sha256: str | None = None
+        self._last_done = 0.0  # perf_counter when the last collected batch's results came
         self._activate_next(reason="; ".join(unavailable) if unavailable else None, previous=unavailable[0].split(":")[0] if unavailable else None)
 
     # ---------------------------------------------------------------- engine selection
@@ -261,7 +262,11 @@ class FrameClassifier:
                 p = self._predict_locked(tiles)  # on whichever engine is active now
                 clf = self.classifier
         assert clf is not None
-        elapsed_ms = (time.perf_counter() - pending.t0) * 1000.0
+        # The engine's time for this batch: from when it could start on it (its submission, or
+        # the end of the batch before it, which it queued behind) to its results.
+        done = time.perf_counter()
+        elapsed_ms = (done - max(pending.t0, self._last_done)) * 1000.0
+        self._last_done = done
         damaged = self.is_damaged(p)
         results: list[FrameResult] = []
         at = 0
