@@ -1,13 +1,13 @@
 """From frames to committed rows: source -> bounded queue -> read/decode -> classify -> commit.
 
-Four named threads (those that touch the database with their own SQLite connection):
+Four named threads; those that touch the database have their own SQLite connection:
 
 - ``ingest-source`` iterates the frame source into a bounded queue. A folder waits when the
   queue is full (it can be rescanned, nothing is lost); a live camera drops the frame and
   counts it (``stats.frames_dropped``), since waiting would only make every frame late.
-- ``ingest-decode`` takes a batch, reads and hashes the files in a small thread pool, skips
-  content already in the database (or already on its way there), and decodes the rest in the
-  same pool (decoders release the GIL).
+- ``ingest-decode`` takes a batch, reads and hashes the files, skips content already in the
+  database (or already on its way there), and decodes the rest: big files in a small thread
+  pool (decoders release the GIL), small ones (tiles) in the thread itself (see ``_map``).
 - ``ingest-classify`` runs the model on each batch. It does nothing else, so the inference
   engine is fed the next batch while the previous one is being committed (with commit in the
   same thread the engine sat idle during every commit: skysift bench, tiles).
