@@ -223,10 +223,12 @@ class OpenVinoClassifier(Classifier):
         # A failed request may never call back: past a grace time, wait for the whole queue,
         # which raises the request's error (or shows the result is missing).
         if not job.done.wait(timeout=_CALLBACK_GRACE_S):
+            queue = self._queue
+            if queue is None:  # closed under it (the engine was replaced by a fallback)
+                raise InferenceError(f"OpenVINO engine on {self.device} was closed with requests in flight")
             try:
-                assert self._queue is not None
-                self._queue.wait_all()
-            except (RuntimeError, AssertionError) as exc:
+                queue.wait_all()
+            except RuntimeError as exc:
                 raise InferenceError(
                     f"OpenVINO async inference failed on {self.device}: {_first_line(exc)}"
                 ) from exc
