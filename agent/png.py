@@ -35,17 +35,18 @@ def decode_gray8(data: bytes) -> np.ndarray | None:
     if not data.startswith(SIGNATURE):
         return None
     pos, size = len(SIGNATURE), len(data)
+    view = memoryview(data)  # chunk bodies are checked and joined without copying each first
     width = height = 0
-    idat: list[bytes] = []
+    idat: list[memoryview] = []
     seen_iend = False
     while pos + 12 <= size:
         length, kind = _CHUNK.unpack_from(data, pos)
         end = pos + 12 + length
         if end > size:
             return None  # truncated chunk
-        body = data[pos + 8 : pos + 8 + length]
+        body = view[pos + 8 : pos + 8 + length]
         crc = int.from_bytes(data[end - 4 : end], "big")
-        if zlib.crc32(kind + body) != crc:
+        if zlib.crc32(body, zlib.crc32(kind)) != crc:
             return None
         if pos == len(SIGNATURE):
             if kind != b"IHDR" or length != 13:
