@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import SkysiftError
+from agent.core.errors import SkysiftError
 
 
 class SourceError(SkysiftError):

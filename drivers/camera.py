@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.geotag import iso_utc
+from agent.imaging.geotag import iso_utc
 from drivers.base import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)

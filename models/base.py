@@ -17,8 +17,8 @@ import numpy as np
 class Classifier(ABC):
     """One inference engine bound to one model and one device.
 
-    Implementations raise :class:`agent.errors.EngineUnavailable` from their constructor when
-    they cannot run here, and :class:`agent.errors.InferenceError` from :meth:`predict` when
+    Implementations raise :class:`agent.core.errors.EngineUnavailable` from their constructor when
+    they cannot run here, and :class:`agent.core.errors.InferenceError` from :meth:`predict` when
     a compiled model fails at run time (the caller may then fall back to another engine).
     """
 

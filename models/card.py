@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ModelError, ModelIntegrityError
+from agent.core.errors import ModelError, ModelIntegrityError
 
 CARD_NAME = "model_card.json"
 #: the model skysift ships, trained by `skysift model train` on ../shared/data/aerial-damage

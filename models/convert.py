@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ModelError
+from agent.core.errors import ModelError
 from models.card import write_card
 
 log = logging.getLogger(__name__)

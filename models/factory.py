@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from agent.config import ModelConfig
-from agent.errors import EngineUnavailable
+from agent.core.config import ModelConfig
+from agent.core.errors import EngineUnavailable
 from models.card import ModelCard, load_card
 from models.frame import EngineCandidate, FrameClassifier
 
@@ -76,7 +76,7 @@ def create_frame_classifier(
 ) -> FrameClassifier:
     """The FrameClassifier for ``model_cfg``; raises EngineUnavailable when nothing can run.
 
-    Raises :class:`agent.errors.ModelError` (not a fallback) when the model files are missing
+    Raises :class:`agent.core.errors.ModelError` (not a fallback) when the model files are missing
     or do not match their card: a damaged model is a problem to fix, not to route around.
     """
     card = load_card(model_cfg.path)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agent.errors import EngineUnavailable, InferenceError
-from agent.imageio import DecodedImage
+from agent.core.errors import EngineUnavailable, InferenceError
+from agent.imaging.decode import DecodedImage
 from models.base import Classifier, FrameResult
 from models.card import ModelCard
 

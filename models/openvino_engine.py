@@ -22,7 +22,7 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 from openvino.preprocess import PrePostProcessor
 
-from agent.errors import EngineUnavailable, InferenceError, ModelError
+from agent.core.errors import EngineUnavailable, InferenceError, ModelError
 from models.base import Classifier
 from models.card import ModelCard
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from agent.errors import EngineUnavailable, InferenceError, ModelError
+from agent.core.errors import EngineUnavailable, InferenceError, ModelError
 from models.base import Classifier
 from models.card import ModelCard
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ModelError
+from agent.core.errors import ModelError
 from models.architecture import DEFAULT_ARCHITECTURE, build_model
 from models.card import load_card, write_card
 from models.convert import (

@@ -2,5 +2,5 @@
 
 Targets (one module each, one interface in :mod:`sync.base`): :mod:`sync.bigquery` (frame rows
 and flight rows) and :mod:`sync.gcs` (images). :mod:`sync.loop` runs them beside ingest;
-:mod:`sync.budget` keeps the disk budget. Cloud libraries are imported only inside the targets.
+:mod:`agent.store.retention` keeps the disk budget. Cloud libraries are imported only inside the targets.
 """

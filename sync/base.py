@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from agent.errors import SkysiftError
-from agent.store import Store
+from agent.core.errors import SkysiftError
+from agent.store.db import Store
 
 
 class SyncError(SkysiftError):

@@ -1,6 +1,6 @@
 """BigQuery targets: frame rows and flight rows, exactly once through deterministic load jobs.
 
-Mechanism (see :mod:`sync.batches`): pending rows are cut into a batch that is committed to
+Mechanism (see :mod:`agent.store.batches`): pending rows are cut into a batch that is committed to
 SQLite (keys and exact payload) before the first attempt; the batch is sent as one load job
 whose id is ``skysift_<device>_<target>_<batch uuid>_<attempt>``. Load jobs are atomic (all
 rows or none). If the process dies after BigQuery accepted the job but before SQLite recorded
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.store import Store, utcnow
-from sync import batches
+from agent.core.config import Config
+from agent.store import batches
+from agent.store.db import Store, utcnow
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import bigquery_client, is_transient
 from sync.paths import gcs_uri

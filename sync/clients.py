@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.config import Config, resolve_secret_path
+from agent.core.config import Config, resolve_secret_path
 from sync.base import SyncSetupError
 
 

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.store import Store
+from agent.core.config import Config
+from agent.store.db import Store
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import is_transient, storage_client
 from sync.paths import CONTENT_TYPES, DAMAGED_SQL, REST_SQL, extension, object_name

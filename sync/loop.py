@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import Config
-from agent.store import Store
-from sync.backoff import Backoff
+from agent.core.backoff import Backoff
+from agent.core.config import Config
+from agent.store.db import Store
 from sync.base import SyncError, SyncSetupError, SyncTarget
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class SyncLoop:
         # than at the next frame, so a paused ingest resumes as soon as the link drained.
         if self.cfg.storage.max_gb is None:
             return
-        from sync.budget import check
+        from agent.store.retention import check
 
         check(store, self.cfg)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from agent.config import Config
+from agent.core.config import Config
+from agent.store.uploads import DAMAGED_SQL, REST_SQL, wants_image  # noqa: F401 - re-exported
 
 CONTENT_TYPES = {
     "jpg": "image/jpeg",
@@ -22,11 +23,6 @@ CONTENT_TYPES = {
     "webp": "image/webp",
 }
 
-#: SQL conditions (frames aliased ``f``) for the two image passes: damaged images go first.
-DAMAGED_SQL = "f.status = 'classified' AND f.label = 'damaged'"
-REST_SQL = "f.status = 'classified' AND (f.label IS NULL OR f.label != 'damaged')"
-
-
 def extension(frame: dict[str, Any]) -> str:
     ext = PurePath(frame.get("image_path") or "").suffix.lower().lstrip(".")
     return ext if ext in CONTENT_TYPES else "jpg"
@@ -36,15 +32,6 @@ def object_name(cfg: Config, frame: dict[str, Any]) -> str:
     prefix = cfg.sync.gcs.prefix.strip("/")
     parts = [p for p in (prefix, cfg.device_id, frame["flight_id"]) if p]
     return "/".join([*parts, f"{frame['frame_id']}.{extension(frame)}"])
-
-
-def wants_image(cfg: Config, frame: dict[str, Any]) -> bool:
-    """Whether this frame's image is to be uploaded under ``sync.upload_images``."""
-    if not cfg.sync.gcs.bucket or cfg.sync.upload_images == "none":
-        return False
-    if frame.get("status") != "classified":
-        return False  # rejected files are not images a user wants in the cloud
-    return cfg.sync.upload_images == "all" or frame.get("label") == "damaged"
 
 
 def gcs_uri(cfg: Config, frame: dict[str, Any]) -> str | None:

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mosquitto import Subscriber, make_broker  # noqa: E402
 from mqtt_runner import make_ctx  # noqa: E402
 
-from agent.config import parse_config  # noqa: E402
-from agent.mqtt import MqttPublisher  # noqa: E402
-from agent.store import Store, wait_for  # noqa: E402
+from agent.core.config import parse_config  # noqa: E402
+from agent.live.mqtt import MqttPublisher  # noqa: E402
+from agent.store.db import Store, wait_for  # noqa: E402
 
 
 def main(n: int) -> None:

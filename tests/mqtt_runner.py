@@ -2,7 +2,7 @@
 
 ``python tests/mqtt_runner.py CONFIG.yaml`` builds what ``skysift run`` builds around the MQTT
 component (AgentContext, a real Store file, the real flight command handlers of the pipeline)
-and starts :class:`agent.mqtt.MqttPublisher`; it prints ``ready`` once connected and then waits
+and starts :class:`agent.live.mqtt.MqttPublisher`; it prints ``ready`` once connected and then waits
 to be killed.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 
 from PIL import Image
 
-from agent.config import Config, load_config
-from agent.events import EventBus
-from agent.pipeline import FlightTracker
-from agent.runtime import AgentContext, Stats
-from agent.store import Store
+from agent.core.config import Config, load_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.ingest.pipeline import FlightTracker
+from agent.store.db import Store
 
 
 def make_ctx(cfg: Config) -> AgentContext:
@@ -94,7 +94,7 @@ def commit(ctx: AgentContext, store: Store, rows: list[dict[str, Any]]) -> list[
 
 
 def main(argv: list[str]) -> int:
-    from agent.mqtt import MqttPublisher
+    from agent.live.mqtt import MqttPublisher
 
     cfg = load_config(argv[0])
     Store(cfg.db_path).close()  # create/migrate the file as the agent does before components

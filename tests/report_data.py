@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agent.imageio import read_exif
+from agent.imaging.decode import read_exif
 
 GPS_FLIGHT = "photos-2008-10-22"
 MOWER_FLIGHT = "survey-antakya"

@@ -13,7 +13,7 @@ import itertools
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from agent.store import Store
+from agent.store.db import Store
 
 RUN_ID = "run-sync-test"
 

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bench import BenchOptions, _db_summary, engine_specs
-from agent.bench_child import summarize
-from agent.bench_report import to_markdown
-from agent.bench_workloads import make_frames, make_tiles
-from agent.imageio import read_exif
-from agent.store import Store
+from agent.bench.child import summarize
+from agent.bench.report import to_markdown
+from agent.bench.runner import BenchOptions, _db_summary, engine_specs
+from agent.bench.workloads import make_frames, make_tiles
+from agent.imaging.decode import read_exif
+from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def test_engine_specs_parse_and_reject():
         {"engine": "openvino", "device": "CPU", "precision": "int8"},
         {"engine": "tensorflow", "device": "CPU", "precision": "auto"},
     ]
-    from agent.bench import BenchError
+    from agent.bench.runner import BenchError
 
     with pytest.raises(BenchError, match="unknown engine"):
         engine_specs(BenchOptions(engines=["onnx"]))

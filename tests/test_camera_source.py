@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import parse_config
+from agent.core.config import parse_config
 from drivers.base import SourceError
 from drivers.camera import CameraSource, parse_camera_spec
 
@@ -138,7 +138,7 @@ def test_camera_not_up_at_start_is_waited_for() -> None:
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from agent.config import ModelConfig
+    from agent.core.config import ModelConfig
     from models.factory import create_frame_classifier
 
     clf = create_frame_classifier(ModelConfig(devices=["CPU"]), tmp_path_factory.mktemp("ov-cache"))
@@ -147,8 +147,8 @@ def classifier(tmp_path_factory):
 
 
 def test_camera_run_saves_jpegs_as_one_flight(tmp_path: Path, video: Path, classifier) -> None:
-    from agent.agent import Agent
-    from agent.store import Store
+    from agent.service.agent import Agent
+    from agent.store.db import Store
 
     cfg = parse_config(
         {
@@ -204,8 +204,8 @@ def test_live_camera_drops_and_counts_when_the_pipeline_is_full(tmp_path: Path, 
     cfg = parse_config(
         {"source": {"camera": 0, "queue_size": 1}, "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0}}
     )
-    from agent.agent import Agent
-    from agent.store import Store
+    from agent.service.agent import Agent
+    from agent.store.db import Store
 
     agent = Agent(cfg, source=src, classifier=SlowClassifier(classifier, 0.2))
     t = threading.Thread(target=agent.run, kwargs={"once": False}, daemon=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import Config, example_config, load_config, parse_config, resolve_secret_path
-from agent.errors import ConfigError
+from agent.core.config import Config, example_config, load_config, parse_config, resolve_secret_path
+from agent.core.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -102,7 +102,7 @@ def test_example_config_is_valid_and_documents_every_key():
 
     text = example_config()
     missing = [k for k in _all_keys(Config) if not has(data, k) and f"# {k.split('.')[-1]}:" not in text]
-    assert not missing, f"keys missing from agent/skysift.example.yaml: {missing}"
+    assert not missing, f"keys missing from agent/core/skysift.example.yaml: {missing}"
 
 
 def test_secret_found_in_credentials_directory(tmp_path, monkeypatch):

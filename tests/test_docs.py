@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 
-from agent.cli import build_parser
-from agent.config import example_config
+from agent.cli.main import build_parser
+from agent.core.config import example_config
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -40,4 +40,4 @@ def test_every_command_is_in_the_readme():
 
 
 def test_readme_embeds_the_current_example_config():
-    assert example_config().strip() in README, "README's config reference differs from agent/skysift.example.yaml"
+    assert example_config().strip() in README, "README's config reference differs from agent/core/skysift.example.yaml"

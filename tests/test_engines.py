@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agent.config import ModelConfig
-from agent.errors import EngineUnavailable, InferenceError, ModelIntegrityError
-from agent.events import EventBus
-from agent.imageio import read_image_file
+from agent.core.config import ModelConfig
+from agent.core.errors import EngineUnavailable, InferenceError, ModelIntegrityError
+from agent.core.events import EventBus
+from agent.imaging.decode import read_image_file
 from models.base import Classifier
 from models.card import load_card
 from models.factory import create_frame_classifier
@@ -159,7 +159,7 @@ def test_auto_runs_the_same_int8_ir_as_int8(card, tiles):
 
 
 def test_int8_ir_when_the_card_has_one(card, tiles, p_ref):
-    from agent.errors import ModelError
+    from agent.core.errors import ModelError
     from models.openvino_engine import OpenVinoClassifier
 
     if card.has("openvino_int8"):
@@ -319,7 +319,7 @@ def _run_classify(tmp_path: Path, args: list[str], env_extra: dict | None = None
     conf = tmp_path / "skysift.yaml"
     conf.write_text(f"storage:\n  dir: {tmp_path / 'data'}\n")
     code = (
-        "import sys; from agent.cli import main; rc = main(sys.argv[1:]); "
+        "import sys; from agent.cli.main import main; rc = main(sys.argv[1:]); "
         "print('TF_IMPORTED=%s' % ('tensorflow' in sys.modules)); sys.exit(rc)"
     )
     env = {**os.environ, **(env_extra or {})}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.errors import ConfigError
-from agent.geotag import Position, TrackFile, geotag, parse_time, shift
-from agent.imageio import ExifInfo
+from agent.core.config import parse_config
+from agent.core.errors import ConfigError
+from agent.imaging.decode import ExifInfo
+from agent.imaging.geotag import Position, TrackFile, geotag, parse_time, shift
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -121,7 +121,7 @@ def test_time_helpers() -> None:
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from agent.config import ModelConfig
+    from agent.core.config import ModelConfig
     from models.factory import create_frame_classifier
 
     clf = create_frame_classifier(ModelConfig(devices=["CPU"]), tmp_path_factory.mktemp("ov-cache"))
@@ -132,8 +132,8 @@ def classifier(tmp_path_factory):
 def test_pipeline_geotags_from_exif_track_and_mtime(tmp_path: Path, exif_samples: Path, aerial_tiles, classifier) -> None:
     """End to end: EXIF GPS wins; a camera file without GPS is placed by the track at its EXIF
     time (camera clock + clock_offset_s); a PNG tile without EXIF by its mtime."""
-    from agent.agent import Agent
-    from agent.store import Store
+    from agent.service.agent import Agent
+    from agent.store.db import Store
 
     inbox = tmp_path / "inbox" / "f1"
     inbox.mkdir(parents=True)
@@ -181,8 +181,8 @@ def test_pipeline_geotags_from_exif_track_and_mtime(tmp_path: Path, exif_samples
 def test_pipeline_uses_ctx_telemetry_after_the_track(tmp_path: Path, aerial_tiles, classifier) -> None:
     """A live position source registered as ctx.telemetry (the MQTT subscriber's role) places
     frames the track cannot; the telemetry source itself is another component's."""
-    from agent.agent import Agent
-    from agent.store import Store
+    from agent.service.agent import Agent
+    from agent.store.db import Store
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -28,10 +28,10 @@ from report_data import (
     survey_latlon,
 )
 
-from agent.commands.report import heatmap_sql
-from agent.config import parse_config
-from agent.report import ReportError
-from agent.store import Store
+from agent.cli.report import heatmap_sql
+from agent.core.config import parse_config
+from agent.report.build import ReportError
+from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL = (ROOT / "sync" / "heatmap.sql").read_text(encoding="utf-8")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from agent.errors import ImageError
-from agent.imageio import (
+from agent.core.errors import ImageError
+from agent.imaging.decode import (
     decode_image,
     read_exif,
     read_image_file,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from agent.logutil import LinkLog
+from agent.core.logutil import LinkLog
 
 
 class Clock:

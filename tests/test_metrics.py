@@ -9,11 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from util import free_port
 
-from agent.config import parse_config
-from agent.events import EventBus
-from agent.metrics import MetricsServer, parse_listen
-from agent.runtime import AgentContext, Stats
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.service.metrics import MetricsServer, parse_listen
+from agent.store.db import Store
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.cli import main
-from agent.errors import ModelError
+from agent.cli.main import main
+from agent.core.errors import ModelError
 from models.card import load_card
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.cli import main
-from agent.errors import ModelIntegrityError
+from agent.cli.main import main
+from agent.core.errors import ModelIntegrityError
 from models.card import DEFAULT_MODEL_DIR, load_card, sha256_file
 from models.train import metrics, stratified_folds, stratified_split
 

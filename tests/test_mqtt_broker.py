@@ -15,11 +15,11 @@ import yaml
 from mosquitto import PASSWORD, USER, Subscriber, make_broker, mosquitto, mosquitto_tls  # noqa: F401
 from mqtt_runner import commit, frame_row, make_ctx, rejected_row
 
-from agent.config import parse_config
-from agent.geotag import geotag
-from agent.imageio import ExifInfo
-from agent.mqtt import MqttPublisher
-from agent.store import Store, wait_for
+from agent.core.config import parse_config
+from agent.imaging.decode import ExifInfo
+from agent.imaging.geotag import geotag
+from agent.live.mqtt import MqttPublisher
+from agent.store.db import Store, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = "drone-1"

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.errors import ConfigError
-from agent.events import EventBus
-from agent.geotag import geotag
-from agent.homeassistant import discovery_messages
-from agent.imageio import ExifInfo
-from agent.mqtt import MqttPublisher, read_password
-from agent.mqtt_commands import CommandDispatcher
-from agent.mqtt_payloads import Topics, flight_summary, frame_message
-from agent.mqtt_telemetry import TelemetryBuffer, TelemetryError, parse_position
-from agent.runtime import AgentContext, Stats
+from agent.core.config import parse_config
+from agent.core.errors import ConfigError
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.imaging.decode import ExifInfo
+from agent.imaging.geotag import geotag
+from agent.live.commands import CommandDispatcher
+from agent.live.homeassistant import discovery_messages
+from agent.live.mqtt import MqttPublisher, read_password
+from agent.live.payloads import Topics, flight_summary, frame_message
+from agent.live.telemetry import TelemetryBuffer, TelemetryError, parse_position
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.agent import Agent
-from agent.config import parse_config
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.service.agent import Agent
+from agent.store.db import Store
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from agent.config import ModelConfig
+    from agent.core.config import ModelConfig
     from models.factory import create_frame_classifier
 
     clf = create_frame_classifier(ModelConfig(devices=["CPU"]), tmp_path_factory.mktemp("ov-cache"))
@@ -351,7 +351,7 @@ def test_min_free_space_stops_taking_frames_until_space_returns(
 def test_storage_budget_reached_pauses_ingest(tmp_path: Path, aerial_tiles, classifier) -> None:
     """storage.max_gb: the database alone is over a tiny budget and nothing is synced, so
     nothing may be deleted: ingest pauses rather than lose unsynced data."""
-    pytest.importorskip("sync.budget")
+    pytest.importorskip("agent.store.retention")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = make_cfg(tmp_path, inbox, storage={"max_gb": 1e-6}, source={"settle_seconds": 0.1})

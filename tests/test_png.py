@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.imageio import decode_image
-from agent.png import decode_gray8
+from agent.imaging.decode import decode_image
+from agent.imaging.png import decode_gray8
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -140,7 +140,7 @@ def test_fuzzed_tiles_never_crash_and_never_disagree_with_opencv(aerial_tiles):
 def test_the_agent_still_names_what_is_wrong_with_a_damaged_png(aerial_tiles):
     data = bytearray(aerial_tiles["damaged"][0].read_bytes())
     data = bytes(data[: len(data) * 2 // 3])
-    from agent.errors import ImageError
+    from agent.core.errors import ImageError
 
     with pytest.raises(ImageError) as err:
         decode_image(data, tile_px=128, max_pixels=10_000_000)

@@ -19,11 +19,11 @@ import pytest
 import yaml
 from report_data import GPS_FLIGHT, MOWER_FLIGHT, MOWER_HFOV, gps_photo_rows, lawnmower_rows
 
-from agent.imageio import read_exif
-from agent.report import ReportError, collect, write_report
-from agent.report_geo import LocalProjection, footprint, ground_size, valid_position
-from agent.report_html import build_payload
-from agent.store import Store
+from agent.imaging.decode import read_exif
+from agent.report.build import ReportError, collect, write_report
+from agent.report.geo import LocalProjection, footprint, ground_size, valid_position
+from agent.report.html import build_payload
+from agent.store.db import Store
 
 M_PER_DEG = 6_371_008.8 * math.pi / 180
 

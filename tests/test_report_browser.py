@@ -36,8 +36,8 @@ from report_data import (
 )
 from util import free_port, stop_pid
 
-from agent.report import write_report
-from agent.store import Store
+from agent.report.build import write_report
+from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = [

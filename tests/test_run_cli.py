@@ -184,7 +184,7 @@ def test_closed_pipe_is_not_an_error(tmp_path):
     import subprocess
     import sys
 
-    from agent.store import Store
+    from agent.store.db import Store
 
     store = Store(tmp_path / "data" / "skysift.db")
     rows = [

@@ -16,11 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.events import EventBus
-from agent.runtime import AgentContext, Stats
-from agent.sdnotify import Notifier, PipelineHealth, SdNotify, status_line, watchdog_interval
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.service.sdnotify import (
+    Notifier,
+    PipelineHealth,
+    SdNotify,
+    status_line,
+    watchdog_interval,
+)
+from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -343,7 +349,7 @@ class FreezableClassifier:
 
 
 def test_real_pipeline_with_hung_inference_stops_the_pings(tmp_path, listener, monkeypatch, aerial_tiles):
-    from agent.agent import Agent
+    from agent.service.agent import Agent
     from models.factory import create_frame_classifier
 
     lst, path = listener

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
+from agent.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "skysift.service"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import parse_config
-from agent.events import EventBus
-from agent.runtime import AgentContext, Stats
-from agent.status import StateFile, collect, format_text, read_state, state_path
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.service.status import StateFile, collect, format_text, read_state, state_path
+from agent.store.db import Store
 
 SKYSIFT = Path(sys.executable).with_name("skysift")
 
@@ -45,7 +45,7 @@ def cfg_file(tmp_path) -> Path:
 
 @pytest.fixture
 def db(cfg_file) -> Path:
-    from agent.config import load_config
+    from agent.core.config import load_config
 
     cfg = load_config(cfg_file)
     store = Store(cfg.db_path)
@@ -66,7 +66,7 @@ def db(cfg_file) -> Path:
 
 
 def test_collect_reads_counts_backlog_and_sync_from_the_database(cfg_file, db):
-    from agent.config import load_config
+    from agent.core.config import load_config
 
     s = collect(load_config(cfg_file))
     assert s["running"] is False
@@ -99,7 +99,7 @@ def _ctx(cfg) -> AgentContext:
 
 
 def test_state_file_is_written_while_running_and_marked_on_stop(cfg_file, db):
-    from agent.config import load_config
+    from agent.core.config import load_config
 
     cfg = load_config(cfg_file)
     ctx = _ctx(cfg)
@@ -159,8 +159,8 @@ def test_cli_text_and_json(cfg_file, db):
 def test_unreadable_database_gives_a_clear_error(cfg_file, db, monkeypatch):
     # The service's files are 0600 skysift: a plain user gets an explanation, not a traceback.
     # (Tests run as root, who reads anything, so the access check itself is made to say no.)
-    from agent import status
-    from agent.config import load_config
+    from agent.core.config import load_config
+    from agent.service import status
 
     monkeypatch.setattr(status.os, "access", lambda *_a, **_k: False)
     with pytest.raises(status.StatusError, match="sudo skysift status"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.store import MIGRATIONS, Store
+from agent.store.db import MIGRATIONS, Store
 
 
 def _row(fid, flight="f1", status="classified", label="undamaged", **kw):

@@ -8,10 +8,10 @@ import pytest
 from emulators import BQ_PROJECT, unique
 from sync_data import make_frames
 
-from agent.config import parse_config
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.store.db import Store
+from agent.store.retention import _db_bytes, check, usage
 from sync.bigquery import init_dataset
-from sync.budget import _db_bytes, check, usage
 from sync.gcs import init_bucket
 from sync.loop import Syncer, build_targets
 

@@ -13,8 +13,8 @@ from emulators import BQ_PROJECT, bq_client, gcs_client, unique
 from sync_data import make_frames
 from util import free_port
 
-from agent.config import parse_config
-from agent.store import Store
+from agent.core.config import parse_config
+from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from agent.config import parse_config
+from agent.core.config import parse_config
 from sync.base import SyncSetupError
 from sync.clients import _credentials, bigquery_client, storage_client
 

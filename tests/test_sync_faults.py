@@ -27,10 +27,10 @@ from emulators import (
 from sync_data import make_frames
 from util import free_port
 
-from agent.config import parse_config
-from agent.events import EventBus
-from agent.runtime import AgentContext, Stats
-from agent.store import Store, wait_for
+from agent.core.config import parse_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.store.db import Store, wait_for
 from sync.bigquery import init_dataset, table_ids
 from sync.gcs import init_bucket
 from sync.loop import Syncer, SyncLoop, build_targets
@@ -164,7 +164,7 @@ def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_ti
     bus.subscribe("sync_state", lambda target, state, error: states.append((target, state)))
     ctx = AgentContext(cfg=cfg, bus=bus, stats=Stats(), stop=threading.Event())
     loop = SyncLoop(cfg, backoff_base_s=0.2)
-    caplog.set_level(logging.INFO, logger="sync.backoff")
+    caplog.set_level(logging.INFO, logger="agent.core.backoff")
     loop.start(ctx)
     try:
         rows = make_frames(store, aerial_tiles, tmp_path / "in", 60)
@@ -188,7 +188,7 @@ def test_emulators_stopped_mid_sync_backlog_drains_by_itself(tmp_path, aerial_ti
     assert ("bigquery", "ok") in states and ("gcs", "ok") in states
     assert "sync_now" in ctx.commands
     # one line when each link drops, one when it recovers: not one per retry
-    lines = [r.getMessage() for r in caplog.records if r.name == "sync.backoff"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "agent.core.backoff"]
     for link in ("bigquery", "gcs"):
         assert sum(f"sync {link}: link down" in m for m in lines) == 1, lines
         assert sum(f"sync {link}: recovered" in m for m in lines) == 1, lines

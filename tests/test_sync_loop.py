@@ -9,11 +9,11 @@ import threading
 from emulators import BQ_PROJECT, unique
 from sync_data import make_frames
 
-from agent.config import parse_config
-from agent.events import EventBus
-from agent.runtime import AgentContext, Stats
-from agent.store import Store, wait_for
-from sync.backoff import Backoff
+from agent.core.backoff import Backoff
+from agent.core.config import parse_config
+from agent.core.events import EventBus
+from agent.core.runtime import AgentContext, Stats
+from agent.store.db import Store, wait_for
 from sync.bigquery import init_dataset
 from sync.gcs import init_bucket
 from sync.loop import SyncLoop
@@ -81,7 +81,7 @@ def test_delays_grow_exponentially_with_jitter_and_are_capped():
 def test_one_down_line_rate_limited_reminders_one_recovered_line(caplog):
     clock = Clock()
     b = Backoff("sync gcs", base_s=1.0, cap_s=5.0, remind_every_s=60.0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="sync.backoff"):
+    with caplog.at_level(logging.INFO, logger="agent.core.backoff"):
         assert b.failure("connection refused") is True
         for _ in range(50):  # fifty retries within a minute: no new lines
             clock.t += 1
@@ -98,7 +98,7 @@ def test_one_down_line_rate_limited_reminders_one_recovered_line(caplog):
 
 
 def test_sync_bench_small_run_reports_both_approaches(tmp_path, shared_data, gcs_emulator, bigquery_emulator):
-    from sync.bench import run_sync_bench
+    from agent.bench.sync_bench import run_sync_bench
 
     res = run_sync_bench(n_frames=30, work_dir=tmp_path, data_dir=shared_data, baseline_n=5,
                          gcs_endpoint=gcs_emulator.endpoint, bq_endpoint=bigquery_emulator.endpoint)

@@ -21,9 +21,9 @@ from emulators import (
 )
 from sync_data import make_frames
 
-from agent.config import parse_config
-from agent.store import Store
-from sync import batches
+from agent.core.config import parse_config
+from agent.store import batches
+from agent.store.db import Store
 from sync.bigquery import FlightRows, FrameRows, init_dataset, table_ids
 from sync.gcs import GcsImages, init_bucket
 from sync.loop import Syncer, build_targets

@@ -61,7 +61,7 @@ cat > "$root/opt/skysift/venv/bin/skysift" <<'PY'
 #!/opt/skysift/venv/bin/python
 import sys
 
-from agent.cli import main
+from agent.cli.main import main
 
 sys.exit(main())
 PY

@@ -1,0 +1,589 @@
+"""The measuring side of `skysift bench`: each measurement runs in a process of its own.
+
+``python -m agent.bench.child MODE ARGS_JSON`` runs one measurement and prints one line
+``SKYSIFT-BENCH {json}`` on stdout. A process of its own gives each measurement an honest peak
+RSS (``VmHWM`` of this process only: no orchestrator pages, no TensorFlow loaded by another
+measurement) and a true cold start. Modes:
+
+- ``agent``: the real agent, ``skysift -c CONFIG run --once``, in this process.
+- ``stages``: the pipeline's stages called one after another on the same folder (discover,
+  decode, classify, geotag, commit), timed separately: where the time goes.
+- ``engine``: per-image inference time of one engine/device/precision on the shared tiles.
+- ``baseline``: the 2020 loop (``cv2.imread``, ``cv2.resize``, Keras ``model.predict`` per image).
+
+Only the standard library is imported at module level, so the cold start measured is the
+agent's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "SKYSIFT-BENCH "
+#: wall-clock time (time.time()) at which the orchestrator spawned this process
+T0_ENV = "SKYSIFT_BENCH_T0"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (VmHWM: this process's own pages only)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def since_spawn_s() -> float | None:
+    t0 = os.environ.get(T0_ENV)
+    return time.time() - float(t0) if t0 else None
+
+
+def summarize(ms: list[float]) -> dict[str, float]:
+    """mean, p50, p95, min, max of a list of durations in ms."""
+    if not ms:
+        return {"n": 0}
+    s = sorted(ms)
+
+    def pct(p: float) -> float:
+        # linear interpolation between closest ranks (numpy's default), without numpy
+        k = (len(s) - 1) * p
+        lo = int(k)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+    return {
+        "n": len(s),
+        "mean": sum(s) / len(s),
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "min": s[0],
+        "max": s[-1],
+    }
+
+
+def cpu_s() -> float:
+    """User + system CPU time of this process so far, every thread included."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def emit(result: dict[str, Any]) -> None:
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    result.setdefault("cpu_s", cpu_s())
+    result["tensorflow_loaded"] = "tensorflow" in sys.modules
+    result["openvino_loaded"] = "openvino" in sys.modules
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+# --- agent -------------------------------------------------------------------------------------
+
+def mode_agent(args: dict) -> None:
+    """``skysift run --once`` in this process, through :class:`agent.service.agent.Agent` as the command
+    does, with a listener on the agent's event bus timing every commit."""
+    import threading
+
+    from agent.core.config import load_config
+    from agent.service.agent import Agent
+
+    cfg = load_config(args["config"])
+    agent = Agent(cfg)
+    commits: list[tuple[float, int, float]] = []  # (wall-clock time, rows, process CPU s)
+    lock = threading.Lock()
+
+    def on_commit(rows: list, **_: Any) -> None:
+        with lock:  # only hands off: the commit thread must not wait on the benchmark
+            commits.append((time.time(), len(rows), cpu_s()))
+
+    agent.ctx.bus.subscribe("frames_committed", on_commit)
+    t, c = time.perf_counter(), cpu_s()
+    rc = agent.run(once=True)
+    run_s = time.perf_counter() - t
+    run_cpu_s = cpu_s() - c
+    t0 = float(os.environ.get(T0_ENV, "0") or 0)
+    out: dict[str, Any] = {"rc": rc, "run_s": run_s, "run_cpu_s": run_cpu_s, "commits": len(commits)}
+    if commits:
+        first, last = commits[0][0], commits[-1][0]
+        n_after = sum(c[1] for c in commits[1:])
+        out["committed"] = sum(c[1] for c in commits)
+        if n_after:
+            # CPU time per frame once warm: contention from other processes barely inflates it
+            out["steady_cpu_ms_per_frame"] = (commits[-1][2] - commits[0][2]) * 1000 / n_after
+        out["first_commit_s"] = first - t0 if t0 else None
+        out["last_commit_s"] = last - t0 if t0 else None
+        out["first_batch"] = commits[0][1]
+        # frames committed after the first commit, over the time they took: the warm rate
+        out["steady_frames_per_s"] = n_after / (last - first) if last > first and n_after else None
+    timings = getattr(agent.pipeline, "timings", None)
+    if timings:
+        out["thread_s"] = dict(timings)
+    out["duplicates"] = getattr(agent.pipeline, "duplicates", None)
+    emit(out)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+def _discover(root: Path) -> list[tuple[str, Path]]:
+    """(flight, path) of every visible file, one flight per subfolder (as the folder source)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root)
+        flight = rel.parts[0] if rel.parts else root.name
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            out.append((flight, Path(dirpath) / name))
+    return out
+
+
+def mode_stages(args: dict) -> None:
+    t_start = time.perf_counter()
+    from agent.core.config import load_config
+    from agent.core.errors import ImageError
+    from agent.imaging.decode import read_image_file
+    from agent.imaging.geotag import geotag
+    from agent.store.db import Store, utcnow
+    from models.factory import create_frame_classifier
+
+    cfg = load_config(args["config"])
+    root = Path(args["root"])
+    chunk = int(args.get("chunk_frames", 64))
+    t_import = time.perf_counter() - t_start
+
+    t = time.perf_counter()
+    cache = cfg.model.cache_dir or cfg.storage.dir / "ov-cache"
+    clf = create_frame_classifier(cfg.model, cache)
+    t_compile = time.perf_counter() - t
+    store = Store(cfg.db_path)
+    input_px = clf.card.input_px if getattr(clf, "card", None) is not None else 128
+
+    stage = {"discover": 0.0, "read_decode": 0.0, "classify": 0.0, "geotag": 0.0, "commit": 0.0}
+    t = time.perf_counter()
+    files = _discover(root)
+    stage["discover"] = time.perf_counter() - t
+
+    first_result_s = None
+    n_classified = n_rejected = n_damaged = tiles = 0
+    t_loop = time.perf_counter()
+    for i in range(0, len(files), chunk):
+        part = files[i : i + chunk]
+        t = time.perf_counter()
+        decoded, rejected = [], []
+        for flight, path in part:
+            try:
+                img = read_image_file(
+                    path,
+                    max_file_bytes=int(cfg.model.max_file_mb * 1024 * 1024),
+                    tile_px=cfg.model.tile_px,
+                    input_px=input_px,
+                    max_pixels=cfg.model.max_pixels,
+                    camera_timezone=cfg.geotag.camera_timezone,
+                )
+                decoded.append((flight, path, img))
+            except ImageError as exc:
+                rejected.append((flight, path, exc))
+        stage["read_decode"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        results = clf.classify([d[2] for d in decoded]) if decoded else []
+        stage["classify"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        geo = [geotag(img.exif, img.exif.captured_at, []) for _, _, img in decoded]
+        stage["geotag"] += time.perf_counter() - t
+
+        t = time.perf_counter()
+        now = utcnow()
+        rows = []
+        for (flight, path, img), res, (lat, lon, alt, src) in zip(decoded, results, geo, strict=True):
+            rows.append(
+                {
+                    "frame_id": img.sha256[:32],
+                    "flight_id": flight,
+                    "source": str(path),
+                    "image_path": str(path),
+                    "sha256": img.sha256,
+                    "bytes": img.bytes,
+                    "status": "classified",
+                    "label": res.label,
+                    "p_damaged": res.p_damaged,
+                    "tiles": res.tiles,
+                    "damaged_tiles": res.damaged_tiles,
+                    "tile_px": res.tile_px,
+                    "tile_grid": res.grid,
+                    "width": res.width,
+                    "height": res.height,
+                    "lat": lat,
+                    "lon": lon,
+                    "alt": alt,
+                    "geo_source": src,
+                    "captured_at": img.exif.captured_at,
+                    "classified_at": now,
+                    "engine": res.engine,
+                    "device": res.device,
+                    "precision": res.precision,
+                    "inference_ms": res.inference_ms,
+                }
+            )
+            n_classified += 1
+            n_damaged += res.label == "damaged"
+            tiles += res.tiles
+        for flight, path, exc in rejected:
+            rows.append(
+                {
+                    "frame_id": f"rejected-{path.name}",
+                    "flight_id": flight,
+                    "source": str(path),
+                    "status": "rejected",
+                    "reason": f"{exc.reason}: {exc}",
+                    "classified_at": now,
+                }
+            )
+            n_rejected += 1
+        store.add_frames(rows)
+        stage["commit"] += time.perf_counter() - t
+        if first_result_s is None:
+            first_result_s = since_spawn_s()
+    loop_s = time.perf_counter() - t_loop
+    n = n_classified + n_rejected
+    emit(
+        {
+            "frames": n,
+            "classified": n_classified,
+            "rejected": n_rejected,
+            "damaged": n_damaged,
+            "tiles": tiles,
+            "rows_in_db": store.count_frames(),
+            "import_s": t_import,
+            "compile_s": t_compile,
+            "first_result_s": first_result_s,
+            "loop_s": loop_s,
+            "stage_s": stage,
+            "engine": clf.engine,
+            "device": clf.device,
+            "precision": clf.precision,
+            "chunk_frames": chunk,
+        }
+    )
+    store.close()
+    clf.close()
+
+
+# --- engine ------------------------------------------------------------------------------------
+
+def tile_predictor(clf: Any):
+    """A function uint8 (N, H, W) -> p_damaged for a FrameClassifier: its engine's ``predict``
+    when it exposes the engine, else ``classify`` on one-tile frames."""
+    for name in ("classifier", "engine_impl", "_classifier", "_engine", "_clf"):
+        inner = getattr(clf, name, None)
+        if inner is not None and callable(getattr(inner, "predict", None)):
+            return inner.predict, f"{type(inner).__name__}.predict"
+    from agent.imaging.decode import DecodedImage, ExifInfo
+
+    def predict(tiles):
+        images = [
+            DecodedImage(
+                gray=t, width=t.shape[1], height=t.shape[0], scale=1.0, format="png",
+                sha256="0" * 64, bytes=t.size, exif=ExifInfo(None, None, None, None, None),
+            )
+            for t in tiles
+        ]
+        return [r.p_damaged for r in clf.classify(images)]
+
+    return predict, "FrameClassifier.classify"
+
+
+def load_tiles(data_dir: Path):
+    import cv2
+    import numpy as np
+
+    paths = sorted((data_dir / "damaged").glob("*.png")) + sorted((data_dir / "undamaged").glob("*.png"))
+    return np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths])
+
+
+def mode_engine(args: dict) -> None:
+    t_start = time.perf_counter()
+    from agent.core.config import ModelConfig
+    from models.factory import create_frame_classifier
+
+    mc = ModelConfig(
+        path=args.get("model_path"),
+        engine=args["engine"],
+        devices=[args["device"]] if args.get("device") else ["CPU"],
+        precision=args.get("precision", "auto"),
+        batch_size=int(args.get("batch_size", 64)),
+    )
+    clf = create_frame_classifier(mc, Path(args["cache_dir"]))
+    compile_s = time.perf_counter() - t_start
+    predict, via = tile_predictor(clf)
+    tiles = load_tiles(Path(args["data_dir"]))
+    t = time.perf_counter()
+    predict(tiles[:1])
+    first_ms = (time.perf_counter() - t) * 1000
+
+    repeats = int(args.get("repeats", 400))
+    single = []
+    for i in range(repeats):
+        x = tiles[i % len(tiles)][None]
+        t = time.perf_counter()
+        predict(x)
+        single.append((time.perf_counter() - t) * 1000)
+
+    bs = int(args.get("batch_size", 64))
+    batched = []
+    rounds = max(3, int(args.get("batch_rounds", 20)))
+    for r in range(rounds):
+        idx = [(r * bs + j) % len(tiles) for j in range(bs)]
+        x = tiles[idx]
+        t = time.perf_counter()
+        predict(x)
+        batched.append((time.perf_counter() - t) * 1000 / bs)
+    b = summarize(batched)
+    emit(
+        {
+            "engine": clf.engine,
+            "device": clf.device,
+            "precision": clf.precision,
+            "requested": {k: args.get(k) for k in ("engine", "device", "precision")},
+            "via": via,
+            "startup_s": compile_s,
+            "first_inference_ms": first_ms,
+            "batch1_ms": summarize(single),
+            "batch_size": bs,
+            "batched_ms_per_image": b,
+            "batched_images_per_s": 1000 / b["mean"] if b.get("mean") else None,
+        }
+    )
+    clf.close()
+
+
+def precision_name(t: Any) -> str:
+    return {"f32": "f32", "bf16": "bf16", "f16": "f16"}.get(str(t.get_type_name() if hasattr(t, "get_type_name") else t), str(t))
+
+
+# --- hand-built reference ----------------------------------------------------------------------
+
+def mode_handbuilt(args: dict) -> None:
+    """The shortest fast pipeline one would write by hand, as the yardstick for the agent in the
+    same run: OpenCV decode (DCT-reduced for big JPEGs) in a thread pool, a static-batch
+    OpenVINO model with u8 input on an AsyncInferQueue (THROUGHPUT hint), rows committed with
+    ``executemany``. No EXIF, no de-duplication, no rejects, no flights: what the agent adds on
+    top of this is what the comparison shows."""
+    import hashlib
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    import numpy as np
+    import openvino as ov
+    import openvino.properties.hint as hints
+    from openvino.preprocess import PrePostProcessor
+
+    from models.card import load_card
+    from models.openvino_engine import ir_kind
+
+    t_start = time.perf_counter()
+    card = load_card(args.get("model_path"))
+    px = card.input_px
+    tile_px = int(args["tile_px"])
+    bs = int(args.get("batch_size", 64))
+    files = [p for p in sorted(Path(args["root"]).rglob("*")) if p.is_file()]
+    precision = args.get("precision", "auto")
+    core = ov.Core()
+    kind = ir_kind(card, precision)  # the IR the agent runs for the same model.precision
+    model = core.read_model(card.path_for(kind))
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(1 / card.scale)
+    config = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+    if precision in types:
+        config[hints.inference_precision] = types[precision]
+    compiled = core.compile_model(ppp.build(), "CPU", config)
+    startup_s = time.perf_counter() - t_start
+
+    def starts(n: int) -> list[int]:
+        return [0] if n <= px else [i * px for i in range((n - 1) // px)] + [n - px]
+
+    def load(path: Path):
+        data = path.read_bytes()
+        buf = np.frombuffer(data, np.uint8)
+        flag = cv2.IMREAD_GRAYSCALE
+        r = 1
+        for r_, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+            if tile_px // r_ >= px:
+                flag, r = f, r_
+                break
+        img = cv2.imdecode(buf, flag)
+        if tile_px // r != px:
+            img = cv2.resize(img, (img.shape[1] * px // (tile_px // r), img.shape[0] * px // (tile_px // r)), interpolation=cv2.INTER_AREA)
+        tiles = np.stack([img[y : y + px, x : x + px] for y in starts(img.shape[0]) for x in starts(img.shape[1])])
+        return hashlib.sha256(data).hexdigest()[:32], str(path), tiles
+
+    con = sqlite3.connect(Path(args["db"]))
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("CREATE TABLE frames (frame_id TEXT PRIMARY KEY, source TEXT, p_damaged REAL, tiles INT)")
+    results: dict[int, np.ndarray] = {}
+    queue = ov.AsyncInferQueue(compiled, 0)
+    queue.set_callback(lambda req, i: results.__setitem__(i, req.get_output_tensor(0).data.reshape(-1).copy()))
+    first_result_s = None
+    tiles_per = len(load(files[0])[2]) if files else 1
+    chunk = max(1, 1024 // tiles_per)
+    t_loop, c_loop = time.perf_counter(), cpu_s()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        # The next chunk decodes while this one is inferred and committed.
+        ahead = [pool.submit(load, f) for f in files[:chunk]]
+        for i in range(0, len(files), chunk):
+            loaded = [f.result() for f in ahead]
+            ahead = [pool.submit(load, f) for f in files[i + chunk : i + 2 * chunk]]
+            tiles = np.concatenate([t for _, _, t in loaded])
+            pad = (-len(tiles)) % bs
+            if pad:
+                tiles = np.concatenate([tiles, np.zeros((pad, px, px), np.uint8)])
+            results.clear()
+            for j in range(0, len(tiles), bs):
+                queue.start_async({0: tiles[j : j + bs, :, :, None]}, j // bs)
+            queue.wait_all()
+            p = np.concatenate([results[k] for k in range(len(results))])
+            rows, at = [], 0
+            for fid, src, t in loaded:
+                rows.append((fid, src, float(1 - p[at : at + len(t)].min()), len(t)))
+                at += len(t)
+            with con:
+                con.executemany("INSERT OR IGNORE INTO frames VALUES (?, ?, ?, ?)", rows)
+            if first_result_s is None:
+                first_result_s = since_spawn_s()
+        loop_s = time.perf_counter() - t_loop
+        loop_cpu = cpu_s() - c_loop
+        # The same reads and decodes with nothing else: the ceiling the decoder alone sets on
+        # this machine, measured in the same run (on 12 MP JPEGs it is the binding one).
+        t_dec, c_dec = time.perf_counter(), cpu_s()
+        for i in range(0, len(files), chunk):
+            for _ in pool.map(load, files[i : i + chunk]):
+                pass
+        decode_s, decode_cpu = time.perf_counter() - t_dec, cpu_s() - c_dec
+    n = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+    con.close()
+    emit(
+        {
+            "frames": len(files),
+            "rows_in_db": n,
+            "tiles_per_frame": tiles_per,
+            "precision": precision_name(compiled.get_property(hints.inference_precision))
+            if kind != "openvino_int8" else "int8",
+            "startup_s": startup_s,
+            "first_result_s": first_result_s,
+            "loop_s": loop_s,
+            "frames_per_s": len(files) / loop_s if loop_s else None,
+            "cpu_ms_per_frame": loop_cpu * 1000 / max(len(files), 1),
+            "decode_only_frames_per_s": len(files) / decode_s if decode_s else None,
+            "decode_only_cpu_ms_per_frame": decode_cpu * 1000 / max(len(files), 1),
+        }
+    )
+
+
+# --- the 2020 baseline -------------------------------------------------------------------------
+
+def build_2020_model(input_px: int = 128):
+    """The 2020 architecture (untrained): timing does not depend on the weights."""
+    import keras
+    from keras import layers
+
+    m = keras.Sequential([keras.Input((input_px, input_px, 1))])
+    for _ in range(3):
+        m.add(layers.Conv2D(64, (3, 3), activation="relu"))
+        m.add(layers.MaxPooling2D((3, 3)))
+        m.add(layers.Dropout(0.5))
+    m.add(layers.Conv2D(64, (3, 3), activation="relu"))
+    m.add(layers.Flatten())
+    m.add(layers.Dense(64))
+    m.add(layers.Dense(1, activation="sigmoid"))
+    return m
+
+
+def mode_baseline(args: dict) -> None:
+    """Read, resize, ``model.predict`` one image at a time, as the 2020 project's loop did.
+
+    A large frame is squashed to the model's input (the 2020 code did not tile); the rate is
+    per frame, measured on a sample of the workload.
+    """
+    t_start = time.perf_counter()
+    import cv2
+    import keras
+    import numpy as np
+
+    model_file = args.get("keras_model")
+    if model_file:
+        model = keras.models.load_model(model_file, compile=False)
+        model_desc = Path(model_file).name
+    else:
+        model = build_2020_model()
+        model_desc = "2020 architecture (untrained weights; timing only)"
+    px = int(model.input_shape[1])
+    startup_s = time.perf_counter() - t_start
+    files = [Path(p) for p in args["files"]]
+    read_ms, predict_ms, total_ms = [], [], []
+    # one warm-up call: Keras traces the predict function on its first call
+    model.predict(np.zeros((1, px, px, 1), np.float32), verbose=0)
+    t_loop = time.perf_counter()
+    for path in files:
+        t0 = time.perf_counter()
+        img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        img = cv2.resize(img, (px, px))
+        x = img.reshape(1, px, px, 1).astype(np.float32) / 255.0
+        t1 = time.perf_counter()
+        model.predict(x, verbose=0)
+        t2 = time.perf_counter()
+        read_ms.append((t1 - t0) * 1000)
+        predict_ms.append((t2 - t1) * 1000)
+        total_ms.append((t2 - t0) * 1000)
+    loop_s = time.perf_counter() - t_loop
+    emit(
+        {
+            "model": model_desc,
+            "frames": len(files),
+            "startup_s": startup_s,
+            "loop_s": loop_s,
+            "frames_per_s": len(files) / loop_s if loop_s else None,
+            "read_resize_ms": summarize(read_ms),
+            "predict_ms": summarize(predict_ms),
+            "total_ms": summarize(total_ms),
+        }
+    )
+
+
+MODES = {
+    "agent": mode_agent,
+    "stages": mode_stages,
+    "engine": mode_engine,
+    "baseline": mode_baseline,
+    "handbuilt": mode_handbuilt,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in MODES:
+        print(f"usage: python -m agent.bench.child {{{','.join(MODES)}}} ARGS_JSON", file=sys.stderr)
+        return 2
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    MODES[argv[0]](json.loads(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

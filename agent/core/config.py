@@ -1,0 +1,338 @@
+"""The one YAML configuration file: defaults in code, validated once, unknown keys rejected.
+
+Every key has a default here, so an empty file (or no file) is a working configuration: watch
+``./inbox``, keep results in ``./skysift-data``, no cloud, no MQTT. Errors name the dotted key
+path (``model.devices[1]``) and what is wrong, and ``skysift config check`` exits 1 on them.
+
+Secrets never live in the YAML: passwords and credentials are *file paths*; the files may sit in
+systemd's ``$CREDENTIALS_DIRECTORY`` (see :func:`resolve_secret_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.core.errors import ConfigError
+
+
+class _Section(BaseModel):
+    # extra="forbid": a typo such as `modle:` or `tile_size:` must fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SourceConfig(_Section):
+    folder: Path | None = Field(
+        default=None,
+        description="Watched folder. Each subfolder is a flight; files directly in the root "
+        "belong to the flight named after the root folder. Default when no source is set: ./inbox",
+    )
+    camera: str | int | None = Field(
+        default=None,
+        description="OpenCV source: device index (0), video file path, or RTSP/HTTP stream URL.",
+    )
+    settle_seconds: float = Field(
+        default=2.0, ge=0, description="A file is read once unchanged (size, mtime) for this long."
+    )
+    rescan_seconds: float = Field(
+        default=30.0, gt=0, description="Full rescan interval: file watchers can miss events."
+    )
+    camera_every_n: int = Field(default=1, ge=1, description="Keep every Nth camera frame.")
+    camera_max_fps: float | None = Field(
+        default=None, gt=0, description="Keep at most this many camera frames per second."
+    )
+    camera_reopen_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the backoff when a lost stream is reopened."
+    )
+    queue_size: int = Field(default=64, ge=1, description="Bounded queue between source and model.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceConfig:
+        if self.folder is not None and self.camera is not None:
+            raise ValueError("set either source.folder or source.camera, not both")
+        return self
+
+
+class StorageConfig(_Section):
+    dir: Path = Field(default=Path("skysift-data"), description="Database, frames and state.")
+    max_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Disk budget. When reached, synced images are deleted oldest first; "
+        "unsynced data is never deleted and ingest pauses instead.",
+    )
+    min_free_mb: float = Field(
+        default=200.0, ge=0, description="Ingest pauses when the disk has less free space."
+    )
+
+
+Precision = Literal["auto", "f32", "bf16", "f16", "int8"]
+
+
+class ModelConfig(_Section):
+    path: Path | None = Field(
+        default=None, description="Model directory with model_card.json. Default: shipped model."
+    )
+    engine: Literal["auto", "openvino", "tensorflow"] = "auto"
+    devices: list[str] = Field(
+        default_factory=lambda: ["GPU", "NPU", "CPU"],
+        description="OpenVINO device priority list, e.g. [MYRIAD, GPU, NPU, CPU] or [AUTO].",
+    )
+    precision: Precision = Field(
+        default="auto",
+        description="auto (the INT8 IR when the model card shows it as accurate as the float "
+        "one, else the device's own choice), f32, bf16, f16, or int8 (the INT8 IR).",
+    )
+    tile_px: int = Field(
+        default=128, ge=16, le=8192, description="Frames larger than one tile are cut into tiles of this size."
+    )
+    damaged_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="A frame is damaged when more than this fraction of its tiles is damaged "
+        "(0: any damaged tile).",
+    )
+    # 16, not 64: OpenVINO keeps activations for the whole batch (64 tiles of the first conv
+    # output alone are ~260 MB in f32); 16 keeps the agent under 300 MB RSS at no measured cost
+    # in frames/s (docs/benchmarks.md).
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    # throughput: one OpenVINO stream per core group, batches of a frame in parallel (1.7x the
+    # tiles/s of latency on 2 cores); latency: one stream using every core, for one tile at a time.
+    performance_hint: Literal["throughput", "latency"] = "throughput"
+    cache_dir: Path | None = Field(
+        default=None, description="OpenVINO compiled-model cache. Default: <storage.dir>/ov-cache."
+    )
+    max_pixels: int = Field(
+        default=120_000_000, ge=1, description="Decompression-bomb guard: larger images are rejected."
+    )
+    max_file_mb: float = Field(default=200.0, gt=0, description="Larger files are rejected.")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one device, e.g. [CPU]")
+        return [d.strip().upper() for d in v]
+
+
+class GeotagConfig(_Section):
+    track: Path | None = Field(
+        default=None, description="GPX or CSV (time,lat,lon[,alt]) track, interpolated by time."
+    )
+    max_gap_s: float = Field(
+        default=30.0, gt=0, description="No position is interpolated across a longer track gap."
+    )
+    clock_offset_s: float = Field(
+        default=0.0, description="Added to camera capture times (camera clock minus GPS time)."
+    )
+    camera_timezone: str = Field(
+        default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
+    )
+
+
+class CameraConfig(_Section):
+    hfov_deg: float | None = Field(default=None, gt=0, lt=180)
+    vfov_deg: float | None = Field(default=None, gt=0, lt=180)
+
+
+class GcsConfig(_Section):
+    bucket: str | None = None
+    prefix: str = "skysift"
+    endpoint: str | None = Field(default=None, description="e.g. an emulator's http://127.0.0.1:4443")
+
+
+class BigQueryConfig(_Section):
+    project: str | None = None
+    dataset: str = "skysift"
+    table: str = "frames"
+    endpoint: str | None = None
+    location: str | None = None
+
+
+class SyncConfig(_Section):
+    gcs: GcsConfig = Field(default_factory=GcsConfig)
+    bigquery: BigQueryConfig = Field(default_factory=BigQueryConfig)
+    upload_images: Literal["all", "damaged", "none"] = "damaged"
+    credentials_file: Path | None = Field(
+        default=None, description="Service-account JSON. Default: application-default credentials."
+    )
+    interval_s: float = Field(default=30.0, gt=0, description="Timer wake-up of the sync loop.")
+    batch_rows: int = Field(default=500, ge=1, le=50_000)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+
+
+class MqttTlsConfig(_Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MqttConfig(_Section):
+    host: str | None = Field(default=None, description="No host: MQTT is off.")
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = "skysift"
+    client_id: str | None = None
+    qos: Literal[0, 1, 2] = 1
+    keepalive: int = Field(default=30, ge=5)
+    username: str | None = None
+    password_file: Path | None = Field(
+        default=None, description="Password file; or the SKYSIFT_MQTT_PASSWORD environment variable."
+    )
+    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig)
+    telemetry_topic: str | None = None
+    telemetry_max_age_s: float = Field(default=5.0, gt=0)
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: str = "homeassistant"
+    outbox_max_rows: int | None = Field(default=None, ge=1)
+    flight_summary_interval_s: float = Field(default=5.0, gt=0)
+
+
+class MetricsConfig(_Section):
+    listen: str | None = Field(
+        default=None, description="host:port of the Prometheus endpoint; off when unset."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not (0 < int(port) < 65536):
+            raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
+        return v
+
+
+class Config(_Section):
+    device_id: str = Field(default_factory=socket.gethostname)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    geotag: GeotagConfig = Field(default_factory=GeotagConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str) -> str:
+        if not v or "/" in v or "+" in v or "#" in v:
+            raise ValueError("must be non-empty and contain no '/', '+' or '#' (used in topics and paths)")
+        return v
+
+    @property
+    def db_path(self) -> Path:
+        return self.storage.dir / "skysift.db"
+
+    @property
+    def watch_folder(self) -> Path | None:
+        """The watched folder; ``./inbox`` when neither a folder nor a camera is configured."""
+        if self.source.camera is not None:
+            return None
+        return self.source.folder if self.source.folder is not None else Path("inbox")
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration"]
+    for e in err.errors():
+        # pydantic appends union-member names ("str", "int") to the location; drop them.
+        loc = tuple(p for p in e["loc"] if p not in ("str", "int", "function-after"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `skysift config example` lists every key)"
+        lines.append(f"  {_dotted(loc)}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a mapping (already parsed from YAML) into a :class:`Config`.
+
+    Relative paths are resolved against ``base_dir`` (the YAML file's folder) so that a
+    config file means the same thing whatever the working directory of the service.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+    if base_dir is not None:
+        _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _resolve_paths(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, base / value)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate the YAML file at ``path``; ``None`` gives the embedded defaults."""
+    if path is None:
+        return parse_config({})
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the configuration file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(data, origin=str(p), base_dir=p.resolve().parent)
+
+
+def resolve_secret_path(path: Path | None) -> Path | None:
+    """Find a secret file: as given, or by name in systemd's ``$CREDENTIALS_DIRECTORY``.
+
+    ``LoadCredential=mqtt-password:/etc/skysift/mqtt-password`` exposes the file to the service
+    only; a config saying ``password_file: mqtt-password`` then finds it there.
+    """
+    if path is None:
+        return None
+    try:
+        if path.exists():
+            return path
+    except OSError:
+        pass  # e.g. /etc/skysift/credentials is root-only: the copy in the credentials dir is ours
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        # The shipped unit loads the whole /etc/skysift/credentials directory with
+        # LoadCredential=skysift:/etc/skysift/credentials (a missing single file would fail the
+        # start), and systemd names each file there skysift_<file name>.
+        for name in (path.name, f"skysift_{path.name}"):
+            candidate = Path(cred_dir) / name
+            if candidate.exists():
+                return candidate
+    return path
+
+
+def example_config() -> str:
+    """The fully commented example configuration (shipped as agent/core/skysift.example.yaml)."""
+    return (Path(__file__).with_name("skysift.example.yaml")).read_text(encoding="utf-8")

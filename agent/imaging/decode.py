@@ -1,0 +1,425 @@
+"""Safe image decoding and EXIF reading: every file a camera or a folder delivers goes through here.
+
+Decoding is defensive because the input is whatever lands in a folder on a drone:
+
+- the size is read from the header and checked against ``max_pixels`` *before* any pixel is
+  decoded, so a decompression bomb (a tiny PNG claiming 100000x100000) costs nothing;
+- JPEGs are decoded by libjpeg-turbo (simplejpeg) in strict mode, where a libjpeg *warning*
+  is an error. OpenCV and Pillow both return a half-grey picture for a truncated or damaged
+  JPEG without complaint, and the model would then classify the grey;
+- big JPEGs are decoded at 1/2, 1/4 or 1/8 size in the DCT when the tile size allows it
+  (a 512 px tile becomes a 128 px model input anyway): decoding dominates a 12 MP frame;
+- EXIF orientation is applied, so tiles are upright as a person would see them;
+- broken EXIF never stops a frame: its pixels may be fine.
+
+Other formats (PNG, TIFF, BMP, WebP) go through Pillow, whose PNG decoder checks CRCs and
+reports truncation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+
+from agent.core.errors import ImageError
+
+log = logging.getLogger(__name__)
+# exifread logs every oddity of broken files at warning level; they are not ours. Set once:
+# setLevel clears every logger's cache, which cost ~0.1 ms a frame when done per file.
+logging.getLogger("exifread").setLevel(logging.ERROR)
+
+#: formats decoded; anything else Pillow can identify is "unsupported", the rest "not_image"
+SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp", "webp")
+
+
+@dataclass
+class ExifInfo:
+    """What EXIF says about where and when a picture was taken. Every field may be None."""
+
+    lat: float | None = None
+    lon: float | None = None
+    alt: float | None = None
+    captured_at: str | None = None  # ISO 8601 UTC, e.g. 2008-10-22T16:28:39Z
+    orientation: int | None = None
+
+
+@dataclass
+class DecodedImage:
+    """A decoded frame, grayscale and upright, possibly decoded at reduced size."""
+
+    gray: np.ndarray  # uint8 (H, W): EXIF orientation applied; size = original * scale
+    width: int  # of the ORIGINAL frame, after orientation
+    height: int
+    scale: float  # decoded px per original px (1.0, 0.5, 0.25 or 0.125)
+    format: str  # jpeg, png, tiff, bmp, webp
+    sha256: str  # hex of the file bytes
+    bytes: int  # file size
+    exif: ExifInfo = field(default_factory=ExifInfo)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the magic bytes, or None when it is no known image format."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[4:8] == b"ftyp":
+        return "heif/avif"
+    if data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or data[:4] == b"\xff\x4f\xff\x51":
+        return "jpeg2000"
+    if data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "jpegxl"
+    return None
+
+
+# ---------------------------------------------------------------------------------------- EXIF
+
+
+def _ratio(v) -> float:
+    den = getattr(v, "den", None)
+    if den is not None:
+        return float(v.num) / float(den) if den else float("nan")
+    return float(v)
+
+
+def _dms(tag, ref) -> float | None:
+    if tag is None:
+        return None
+    values = list(getattr(tag, "values", []) or [])
+    if not values:
+        return None
+    parts = [_ratio(v) for v in values[:3]] + [0.0, 0.0]
+    deg = parts[0] + parts[1] / 60.0 + parts[2] / 3600.0
+    if not math.isfinite(deg):
+        return None
+    ref_s = str(getattr(ref, "values", ref) or "").strip().upper()[:1]
+    return -deg if ref_s in ("S", "W") else deg
+
+
+def _exif_time(value: str, offset: str | None, camera_timezone: str) -> str | None:
+    value = value.strip().rstrip("\x00")
+    try:
+        naive = datetime.strptime(value[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    tz = None
+    if offset:  # EXIF 2.31 OffsetTimeOriginal "+02:00": better than the configured zone
+        try:
+            sign = -1 if offset.strip().startswith("-") else 1
+            hh, mm = offset.strip().lstrip("+-").split(":")[:2]
+            tz = timezone(sign * timedelta(hours=int(hh), minutes=int(mm)))
+        except ValueError:
+            tz = None
+    if tz is None:
+        try:
+            tz = ZoneInfo(camera_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("unknown geotag.camera_timezone %r: using UTC", camera_timezone)
+            tz = timezone.utc
+    return naive.replace(tzinfo=tz).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_exif(data: bytes, camera_timezone: str = "UTC") -> ExifInfo:
+    """Read GPS position, capture time and orientation. Never raises on broken EXIF.
+
+    GPS latitude/longitude are degrees-minutes-seconds rationals signed by their N/S/E/W refs,
+    altitude is signed by GPSAltitudeRef (1 = below sea level). DateTimeOriginal carries no
+    zone: it is read in ``camera_timezone`` (or its OffsetTimeOriginal when present).
+    """
+    info = ExifInfo()
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"eXIf" not in data:
+        return info  # EXIF in a PNG lives in an eXIf chunk; scanning the chunks costs more
+    try:
+        import exifread
+
+        tags = exifread.process_file(io.BytesIO(data), details=False)
+    except Exception as exc:  # broken EXIF must never cost the frame
+        log.debug("EXIF unreadable: %s", exc)
+        return info
+    for name, fn in (
+        ("lat", lambda: _dms(tags.get("GPS GPSLatitude"), tags.get("GPS GPSLatitudeRef"))),
+        ("lon", lambda: _dms(tags.get("GPS GPSLongitude"), tags.get("GPS GPSLongitudeRef"))),
+        ("alt", lambda: _alt(tags)),
+        ("captured_at", lambda: _captured(tags, camera_timezone)),
+        ("orientation", lambda: _orientation(tags)),
+    ):
+        try:
+            setattr(info, name, fn())
+        except Exception as exc:
+            log.debug("EXIF %s unreadable: %s", name, exc)
+    if info.lat is not None and not -90 <= info.lat <= 90:
+        info.lat = None
+    if info.lon is not None and not -180 <= info.lon <= 180:
+        info.lon = None
+    if info.lat is None or info.lon is None:
+        info.lat = info.lon = None  # half a position is no position
+    return info
+
+
+def _alt(tags) -> float | None:
+    tag = tags.get("GPS GPSAltitude")
+    if tag is None or not tag.values:
+        return None
+    alt = _ratio(tag.values[0])
+    if not math.isfinite(alt):
+        return None
+    ref = tags.get("GPS GPSAltitudeRef")
+    if ref is not None and ref.values and int(ref.values[0]) == 1:
+        alt = -alt
+    return alt
+
+
+def _captured(tags, camera_timezone: str) -> str | None:
+    for key in ("EXIF DateTimeOriginal", "EXIF DateTimeDigitized", "Image DateTime"):
+        tag = tags.get(key)
+        if tag is not None and str(tag.values).strip():
+            offset = tags.get("EXIF OffsetTimeOriginal")
+            return _exif_time(str(tag.values), str(offset.values) if offset else None, camera_timezone)
+    return None
+
+
+def _orientation(tags) -> int | None:
+    tag = tags.get("Image Orientation")
+    if tag is None or not tag.values:
+        return None
+    v = int(tag.values[0])
+    return v if 1 <= v <= 8 else None
+
+
+def apply_orientation(gray: np.ndarray, orientation: int | None) -> np.ndarray:
+    """Rotate/flip a decoded array so it is upright (EXIF orientation 1-8)."""
+    if orientation in (None, 1):
+        return gray
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: a.T,
+        6: lambda a: np.rot90(a, -1),  # stored rotated 90 CCW: turn it clockwise
+        7: lambda a: a[::-1, ::-1].T,
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(gray)) if op else gray
+
+
+# ------------------------------------------------------------------------------------ decoding
+
+
+def reduction_factor(width: int, height: int, tile_px: int, input_px: int) -> int:
+    """Largest DCT reduction (1, 2, 4, 8) that keeps every tile at least ``input_px`` decoded.
+
+    A tile is ``tile_px`` original pixels, or the whole side when the image is smaller than a
+    tile; decoding it smaller than the model input would throw away detail the model sees.
+    """
+    side = min(tile_px, width, height)
+    for r in (8, 4, 2):
+        if side / r >= input_px:
+            return r
+    return 1
+
+
+def decode_image(
+    data: bytes,
+    *,
+    tile_px: int,
+    input_px: int = 128,
+    max_pixels: int,
+    camera_timezone: str = "UTC",
+    sha256: str | None = None,
+) -> DecodedImage:
+    """Decode ``data`` to an upright grayscale array, or raise :class:`ImageError`.
+
+    ``sha256``: the hex digest of ``data`` when the caller has it already (the pipeline hashes
+    every file for its frame id; hashing a 3.5 MB JPEG again cost 2.7 ms a frame).
+
+    Reasons: ``empty``, ``not_image``, ``unsupported``, ``too_large`` (more than
+    ``max_pixels``), ``corrupt``, ``truncated``.
+    """
+    if not data:
+        raise ImageError("empty", "the file is empty")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError("not_image", "not an image (no known image signature)")
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageError("unsupported", f"{fmt} images are not supported (use JPEG, PNG, TIFF, BMP or WebP)")
+    exif = read_exif(data, camera_timezone) if fmt in ("jpeg", "tiff", "png", "webp") else ExifInfo()
+    gray = None
+    if fmt == "jpeg":
+        gray, w, h, scale = _decode_jpeg(data, tile_px, input_px, max_pixels)
+    if fmt == "png":
+        gray, w, h, scale = _decode_png_gray8(data, max_pixels)
+    if gray is None:
+        gray, w, h, scale = _decode_pillow(data, fmt, tile_px, input_px, max_pixels)
+    gray = apply_orientation(gray, exif.orientation)
+    if exif.orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return DecodedImage(
+        gray=gray,
+        width=w,
+        height=h,
+        scale=scale,
+        format=fmt,
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        exif=exif,
+    )
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w <= 0 or h <= 0:
+        raise ImageError("corrupt", f"the header gives an impossible size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageError(
+            "too_large",
+            f"{w}x{h} = {w * h / 1e6:.1f} MP exceeds model.max_pixels ({max_pixels / 1e6:.1f} MP); "
+            "not decoded (decompression-bomb guard)",
+        )
+
+
+def _jpeg_error(msg: str) -> ImageError:
+    low = msg.lower()
+    # libjpeg says "Corrupt JPEG data: premature end of data segment" for damaged entropy
+    # data, and "Premature end of JPEG file" when the file stops early.
+    if not low.startswith("corrupt") and ("premature end" in low or "truncat" in low):
+        return ImageError("truncated", f"truncated JPEG: {msg}")
+    return ImageError("corrupt", f"corrupt JPEG: {msg}")
+
+
+def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int):
+    """Strict libjpeg-turbo decode; returns (None, ...) when Pillow should handle it (CMYK)."""
+    try:
+        import simplejpeg
+    except ImportError:  # pragma: no cover - simplejpeg is a dependency; Pillow still works
+        return None, 0, 0, 1.0
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise _jpeg_error(str(exc)) from None
+    _check_pixels(w, h, max_pixels)
+    if colorspace not in ("Gray", "YCbCr", "RGB"):
+        return None, 0, 0, 1.0  # CMYK/YCCK: turbojpeg cannot give gray, Pillow can
+    r = reduction_factor(w, h, tile_px, input_px)
+    kw = {"min_width": -(-w // r), "min_height": -(-h // r)} if r > 1 else {}
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, **kw)
+    except ValueError as exc:
+        if "unsupported" in str(exc).lower():
+            return None, 0, 0, 1.0
+        raise _jpeg_error(str(exc)) from None
+    gray = arr[:, :, 0] if arr.ndim == 3 else arr
+    return np.ascontiguousarray(gray), w, h, gray.shape[1] / w
+
+
+def _decode_png_gray8(data: bytes, max_pixels: int):
+    """Fast paths for 8-bit grayscale PNGs (the aerial tiles): :mod:`agent.imaging.png` (ISA-L inflate,
+    2.5x faster than libpng on the shared tiles), else OpenCV, a third faster than Pillow and
+    outside the GIL. The pixels are the same. Anything else, or any failure, returns
+    (None, ...) and Pillow decodes it and names the error."""
+    if len(data) < 26 or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
+        return None, 0, 0, 1.0  # not bit depth 8, colour type 0 (gray, no alpha)
+    _check_pixels(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), max_pixels)
+    from agent.imaging.png import decode_gray8
+
+    gray = decode_gray8(data)
+    if gray is not None:
+        return gray, gray.shape[1], gray.shape[0], 1.0
+    import cv2  # already loaded by the tiling code in the agent; imported here to keep this module light
+
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        return None, 0, 0, 1.0
+    return gray, gray.shape[1], gray.shape[0], 1.0
+
+
+def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixels: int):
+    from PIL import Image, UnidentifiedImageError
+
+    if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
+        # Our limit before Pillow's own bomb check, which is fixed at ~179 MP.
+        _check_pixels(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check replaces Pillow's bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            _check_pixels(w, h, max_pixels)
+            scale = 1.0
+            if fmt == "jpeg":  # CMYK JPEGs land here; draft still reduces in the DCT
+                r = reduction_factor(w, h, tile_px, input_px)
+                if r > 1:
+                    img.draft("L", (-(-w // r), -(-h // r)))
+            img.load()
+            gray = _to_gray(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_large", f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("corrupt", f"the {fmt} signature is there but the file cannot be read") from None
+    except (OSError, EOFError, SyntaxError, ValueError) as exc:
+        msg = str(exc)
+        if isinstance(exc, EOFError) or "truncated" in msg.lower() or "unexpected end" in msg.lower():
+            raise ImageError("truncated", f"truncated {fmt}: {msg or 'unexpected end of file'}") from None
+        raise ImageError("corrupt", f"corrupt {fmt}: {msg}") from None
+    if gray.shape[1] != w:
+        scale = gray.shape[1] / w
+    return gray, w, h, scale
+
+
+def _to_gray(img) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit sensors: keep the top 8 bits, as an 8-bit camera would have given.
+        arr = np.asarray(img).astype(np.uint32)
+        arr = arr >> 8 if arr.max(initial=0) > 255 else arr
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        top = float(arr.max(initial=0.0))
+        arr = arr * 255.0 if top <= 1.0 else arr
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA").convert("RGB")
+    # ITU-R 601-2 luma, the same weights as cv2.IMREAD_GRAYSCALE used in training.
+    return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
+def read_image_file(path: str | Path, *, max_file_bytes: int, **decode_kwargs) -> DecodedImage:
+    """Read ``path`` once and decode it; ImageError reasons add ``unreadable``, ``file_too_large``."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > max_file_bytes:
+            raise ImageError(
+                "file_too_large",
+                f"{size / 1e6:.1f} MB exceeds model.max_file_mb ({max_file_bytes / 1e6:.1f} MB)",
+            )
+        with open(p, "rb") as f:
+            # +1: a file that grew past the limit since stat() is still caught
+            data = f.read(max_file_bytes + 1)
+    except ImageError:
+        raise
+    except OSError as exc:
+        raise ImageError("unreadable", f"cannot read {p}: {exc.strerror or exc}") from None
+    if len(data) > max_file_bytes:
+        raise ImageError("file_too_large", f"more than model.max_file_mb ({max_file_bytes / 1e6:.1f} MB)")
+    return decode_image(data, **decode_kwargs)

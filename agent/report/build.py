@@ -1,0 +1,304 @@
+"""`skysift report`: offline damage maps of one or more flights, from the SQLite buffer.
+
+Writes three files into one folder:
+
+- ``frames.geojson``: a point per frame with a position, the ground footprint and the damaged
+  tiles as polygons where the footprint can be computed (see :mod:`agent.report.geo` for the
+  assumptions), and frames without a position as features with a ``null`` geometry (RFC 7946
+  "unlocated" features) so that no frame is dropped;
+- ``frames.csv``: the same frames, one row each;
+- ``damage-map.html``: one self-contained page (no network at all) built by
+  :mod:`agent.report.html`.
+
+Everything is read from the database, which is the source of truth; the report never writes to
+it and can be made while the agent runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.core.errors import SkysiftError
+from agent.report.geo import Footprint, LocalProjection, footprint, valid_position
+from agent.store.db import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+GEOJSON_NAME = "frames.geojson"
+CSV_NAME = "frames.csv"
+HTML_NAME = "damage-map.html"
+
+#: CSV columns, in order; also the properties of the GeoJSON points
+CSV_COLUMNS = [
+    "frame_id",
+    "flight_id",
+    "status",
+    "reason",
+    "label",
+    "p_damaged",
+    "tiles",
+    "damaged_tiles",
+    "lat",
+    "lon",
+    "alt",
+    "geo_source",
+    "position_problem",
+    "captured_at",
+    "classified_at",
+    "width",
+    "height",
+    "tile_px",
+    "footprint_w_m",
+    "footprint_h_m",
+    "image_path",
+]
+
+
+class ReportError(SkysiftError):
+    """A report cannot be made: no database, or a flight named on the command line is unknown."""
+
+
+@dataclass
+class ReportFrame:
+    """One frame row as the report sees it: the DB row plus its position and footprint."""
+
+    row: dict[str, Any]
+    position_problem: str | None  # None when the frame has a usable position
+    xy: tuple[float, float] | None = None
+    footprint: Footprint | None = None
+
+    @property
+    def located(self) -> bool:
+        return self.position_problem is None
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, computed once and written in every format."""
+
+    flights: list[dict[str, Any]]
+    frames: list[ReportFrame]
+    projection: LocalProjection
+    hfov_deg: float | None
+    vfov_deg: float | None
+    generated_at: str = field(default_factory=utcnow)
+
+    @property
+    def located(self) -> list[ReportFrame]:
+        return [f for f in self.frames if f.located]
+
+    @property
+    def unlocated(self) -> list[ReportFrame]:
+        return [f for f in self.frames if not f.located]
+
+    def flight_counts(self) -> list[dict[str, Any]]:
+        """Per-flight counts recomputed from the selected frame rows (not the cached columns)."""
+        out = []
+        for fl in self.flights:
+            rows = [f for f in self.frames if f.row["flight_id"] == fl["flight_id"]]
+            out.append(
+                {
+                    "flight_id": fl["flight_id"],
+                    "name": fl.get("name") or fl["flight_id"],
+                    "started_at": fl.get("started_at"),
+                    "ended_at": fl.get("ended_at"),
+                    "frames": len(rows),
+                    "classified": sum(f.row["status"] == "classified" for f in rows),
+                    "damaged": sum(f.row.get("label") == "damaged" for f in rows),
+                    "rejected": sum(f.row["status"] == "rejected" for f in rows),
+                    "located": sum(f.located for f in rows),
+                    "unlocated": sum(not f.located for f in rows),
+                    "footprints": sum(f.footprint is not None for f in rows),
+                }
+            )
+        return out
+
+
+def select_flights(store: Store, wanted: list[str] | None) -> list[dict[str, Any]]:
+    """The flights named in ``wanted`` (by id or name), or all flights when it is empty."""
+    flights = store.flights()
+    if not wanted:
+        return flights
+    chosen: list[dict[str, Any]] = []
+    unknown: list[str] = []
+    for w in wanted:
+        match = [f for f in flights if f["flight_id"] == w] or [f for f in flights if f["name"] == w]
+        if not match:
+            unknown.append(w)
+        for f in match:
+            if f not in chosen:
+                chosen.append(f)
+    if unknown:
+        known = ", ".join(f["flight_id"] for f in flights) or "none"
+        raise ReportError(f"unknown flight(s): {', '.join(unknown)} (flights in the database: {known})")
+    return chosen
+
+
+def collect(
+    store: Store,
+    flight_ids: list[str] | None = None,
+    hfov_deg: float | None = None,
+    vfov_deg: float | None = None,
+) -> ReportData:
+    """Read the chosen flights' frames and compute positions and footprints."""
+    flights = select_flights(store, flight_ids)
+    frames: list[ReportFrame] = []
+    for fl in flights:
+        for row in store.frames(fl["flight_id"]):
+            frames.append(ReportFrame(row, valid_position(row.get("lat"), row.get("lon"))))
+    proj = LocalProjection.around([(f.row["lat"], f.row["lon"]) for f in frames if f.located])
+    for f in frames:
+        if f.located:
+            f.xy = proj.to_xy(f.row["lat"], f.row["lon"])
+            f.footprint = footprint(f.row, f.xy, hfov_deg, vfov_deg)
+    return ReportData(flights, frames, proj, hfov_deg, vfov_deg)
+
+
+def _ring_lonlat(proj: LocalProjection, ring: list[tuple[float, float]]) -> list[list[float]]:
+    return [[round(v, 8) for v in proj.to_lonlat(x, y)] for x, y in ring]
+
+
+def _props(f: ReportFrame) -> dict[str, Any]:
+    r = f.row
+    return {
+        "frame_id": r["frame_id"],
+        "flight_id": r["flight_id"],
+        "status": r["status"],
+        "label": r.get("label"),
+        "p_damaged": r.get("p_damaged"),
+        "tiles": r.get("tiles"),
+        "damaged_tiles": r.get("damaged_tiles"),
+        "captured_at": r.get("captured_at"),
+        "alt": r.get("alt"),
+        "geo_source": r.get("geo_source"),
+    }
+
+
+def to_geojson(data: ReportData) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection (RFC 7946: WGS 84 lon/lat, counter-clockwise rings).
+
+    Each feature has ``properties.kind``: ``frame`` (a point, or ``null`` geometry when the frame
+    has no position, with ``position_problem`` saying why), ``footprint`` or ``damaged_tile``.
+    """
+    feats: list[dict[str, Any]] = []
+    for f in data.frames:
+        props = {"kind": "frame", **_props(f)}
+        if not f.located:
+            feats.append(
+                {"type": "Feature", "geometry": None, "properties": {**props, "position_problem": f.position_problem}}
+            )
+            continue
+        point = [round(f.row["lon"], 8), round(f.row["lat"], 8)]
+        feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": point}, "properties": props})
+        fp = f.footprint
+        if fp is None:
+            continue
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [_ring_lonlat(data.projection, fp.outline)]},
+                "properties": {
+                    "kind": "footprint",
+                    **_props(f),
+                    "ground_w_m": round(fp.ground_w, 2),
+                    "ground_h_m": round(fp.ground_h, 2),
+                },
+            }
+        )
+        for r, c, p, ring in fp.damaged_tiles:
+            feats.append(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [_ring_lonlat(data.projection, ring)]},
+                    "properties": {
+                        "kind": "damaged_tile",
+                        "frame_id": f.row["frame_id"],
+                        "flight_id": f.row["flight_id"],
+                        "row": r,
+                        "col": c,
+                        "p_damaged": round(p, 4),
+                    },
+                }
+            )
+    return {
+        "type": "FeatureCollection",
+        "features": feats,
+        # Foreign members (allowed by RFC 7946 section 6.1): how the polygons were made.
+        "skysift": {
+            "generated_at": data.generated_at,
+            "flights": [f["flight_id"] for f in data.flights],
+            "frames": len(data.frames),
+            "unlocated": len(data.unlocated),
+            "camera": {"hfov_deg": data.hfov_deg, "vfov_deg": data.vfov_deg},
+            "footprint_assumptions": "nadir camera, flat ground, alt = height above ground in metres, "
+            "north-up unless a heading is known, local equirectangular projection",
+        },
+    }
+
+
+def write_csv(data: ReportData, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for f in data.frames:
+            row = {k: f.row.get(k) for k in CSV_COLUMNS}
+            row["position_problem"] = f.position_problem
+            if f.footprint is not None:
+                row["footprint_w_m"] = round(f.footprint.ground_w, 2)
+                row["footprint_h_m"] = round(f.footprint.ground_h, 2)
+            w.writerow(row)
+
+
+@dataclass
+class ReportFiles:
+    geojson: Path
+    csv: Path
+    html: Path
+    frames: int
+    located: int
+    unlocated: int
+
+
+def write_report(
+    db_path: Path,
+    out_dir: Path,
+    flight_ids: list[str] | None = None,
+    *,
+    hfov_deg: float | None = None,
+    vfov_deg: float | None = None,
+    storage_dir: Path | None = None,
+    top: int = 24,
+    title: str | None = None,
+) -> ReportFiles:
+    """Write the GeoJSON, CSV and HTML report of the chosen flights (all when None) to ``out_dir``.
+
+    ``storage_dir`` is where relative image paths are looked up for thumbnails.
+    """
+    from agent.report.html import render_html  # OpenCV is only needed for the page
+
+    if not Path(db_path).is_file():
+        raise ReportError(f"no skysift database at {db_path} (check storage.dir in the configuration)")
+    store = Store(db_path, readonly=True)
+    try:
+        data = collect(store, flight_ids, hfov_deg, vfov_deg)
+    finally:
+        store.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(out_dir / GEOJSON_NAME, out_dir / CSV_NAME, out_dir / HTML_NAME,
+                        len(data.frames), len(data.located), len(data.unlocated))
+    # json.dumps, not json.dump: dump streams through the pure-Python encoder, 5x slower here.
+    files.geojson.write_text(json.dumps(to_geojson(data), separators=(",", ":")), encoding="utf-8")
+    write_csv(data, files.csv)
+    files.html.write_text(
+        render_html(data, storage_dir=storage_dir, top=top, title=title), encoding="utf-8"
+    )
+    log.info(
+        "report of %d flight(s): %d frames, %d located, %d without position -> %s",
+        len(data.flights), len(data.frames), files.located, files.unlocated, out_dir,
+    )
+    return files
