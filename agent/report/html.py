@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agent.report.build import ReportData, ReportFrame
+from agent.report.data import ReportData, ReportFrame
 from agent.report.geo import EARTH_RADIUS_M, TILE_THRESHOLD, damaged_tile_boxes
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,115 @@
+"""What a report shows: the chosen flights' frame rows with their positions and footprints.
+
+:func:`collect` reads them once from the database; :mod:`agent.report.build` writes them as
+GeoJSON and CSV and :mod:`agent.report.html` as the damage-map page, so neither writer imports
+the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core.errors import SkysiftError
+from agent.report.geo import Footprint, LocalProjection, footprint, valid_position
+from agent.store.db import Store, utcnow
+
+
+class ReportError(SkysiftError):
+    """A report cannot be made: no database, or a flight named on the command line is unknown."""
+
+
+@dataclass
+class ReportFrame:
+    """One frame row as the report sees it: the DB row plus its position and footprint."""
+
+    row: dict[str, Any]
+    position_problem: str | None  # None when the frame has a usable position
+    xy: tuple[float, float] | None = None
+    footprint: Footprint | None = None
+
+    @property
+    def located(self) -> bool:
+        return self.position_problem is None
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, computed once and written in every format."""
+
+    flights: list[dict[str, Any]]
+    frames: list[ReportFrame]
+    projection: LocalProjection
+    hfov_deg: float | None
+    vfov_deg: float | None
+    generated_at: str = field(default_factory=utcnow)
+
+    @property
+    def located(self) -> list[ReportFrame]:
+        return [f for f in self.frames if f.located]
+
+    @property
+    def unlocated(self) -> list[ReportFrame]:
+        return [f for f in self.frames if not f.located]
+
+    def flight_counts(self) -> list[dict[str, Any]]:
+        """Per-flight counts recomputed from the selected frame rows (not the cached columns)."""
+        out = []
+        for fl in self.flights:
+            rows = [f for f in self.frames if f.row["flight_id"] == fl["flight_id"]]
+            out.append(
+                {
+                    "flight_id": fl["flight_id"],
+                    "name": fl.get("name") or fl["flight_id"],
+                    "started_at": fl.get("started_at"),
+                    "ended_at": fl.get("ended_at"),
+                    "frames": len(rows),
+                    "classified": sum(f.row["status"] == "classified" for f in rows),
+                    "damaged": sum(f.row.get("label") == "damaged" for f in rows),
+                    "rejected": sum(f.row["status"] == "rejected" for f in rows),
+                    "located": sum(f.located for f in rows),
+                    "unlocated": sum(not f.located for f in rows),
+                    "footprints": sum(f.footprint is not None for f in rows),
+                }
+            )
+        return out
+
+
+def select_flights(store: Store, wanted: list[str] | None) -> list[dict[str, Any]]:
+    """The flights named in ``wanted`` (by id or name), or all flights when it is empty."""
+    flights = store.flights()
+    if not wanted:
+        return flights
+    chosen: list[dict[str, Any]] = []
+    unknown: list[str] = []
+    for w in wanted:
+        match = [f for f in flights if f["flight_id"] == w] or [f for f in flights if f["name"] == w]
+        if not match:
+            unknown.append(w)
+        for f in match:
+            if f not in chosen:
+                chosen.append(f)
+    if unknown:
+        known = ", ".join(f["flight_id"] for f in flights) or "none"
+        raise ReportError(f"unknown flight(s): {', '.join(unknown)} (flights in the database: {known})")
+    return chosen
+
+
+def collect(
+    store: Store,
+    flight_ids: list[str] | None = None,
+    hfov_deg: float | None = None,
+    vfov_deg: float | None = None,
+) -> ReportData:
+    """Read the chosen flights' frames and compute positions and footprints."""
+    flights = select_flights(store, flight_ids)
+    frames: list[ReportFrame] = []
+    for fl in flights:
+        for row in store.frames(fl["flight_id"]):
+            frames.append(ReportFrame(row, valid_position(row.get("lat"), row.get("lon"))))
+    proj = LocalProjection.around([(f.row["lat"], f.row["lon"]) for f in frames if f.located])
+    for f in frames:
+        if f.located:
+            f.xy = proj.to_xy(f.row["lat"], f.row["lon"])
+            f.footprint = footprint(f.row, f.xy, hfov_deg, vfov_deg)
+    return ReportData(flights, frames, proj, hfov_deg, vfov_deg)
