@@ -6,13 +6,17 @@ import argparse
 import sys
 
 from agent.core.config import example_config, load_config
-from agent.core.errors import ConfigError
+from agent.core.errors import ConfigError, MissingExtra
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="check a configuration file or print the commented example")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    c = csub.add_parser("check", help="validate FILE; exit 0 if valid, 1 with the errors if not")
+    c = csub.add_parser(
+        "check",
+        help="validate FILE and that the extras it needs are installed; exit 0 if so, 1 with "
+        "the errors if not",
+    )
     c.add_argument("file")
     c.set_defaults(func=_check)
     e = csub.add_parser("example", help="print a fully commented example configuration")
@@ -20,10 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent.service.components import require_extras
+
     try:
         cfg = load_config(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 1
+    try:
+        require_extras(cfg)
+    except MissingExtra as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
     src = f"camera {cfg.source.camera}" if cfg.source.camera is not None else f"folder {cfg.watch_folder}"
     print(f"{args.file}: OK (device_id={cfg.device_id}, source={src}, storage={cfg.storage.dir})")

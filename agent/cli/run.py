@@ -32,8 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from agent.service.agent import Agent, install_signal_handlers
+    from agent.service.components import require_extras
 
     cfg = load(args)
+    require_extras(cfg)  # before the model compiles: a missing extra is a setup error
     if args.folder:
         cfg.source.folder = Path(args.folder).absolute()
         cfg.source.camera = None

@@ -39,3 +39,7 @@ class InferenceError(SkysiftError):
 
 class StorageFull(SkysiftError):
     """The disk or the configured storage budget has no room for more frames."""
+
+
+class MissingExtra(SkysiftError):
+    """A configured feature needs an optional extra (``skysift[cloud]``...) that is not installed."""
