@@ -202,3 +202,35 @@ def test_closed_pipe_is_not_an_error(tmp_path):
     )
     assert p.stdout.startswith("[")
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_run_with_config_after_the_subcommand(tmp_path: Path, aerial_tiles, cache: Path) -> None:
+    """`skysift run -c FILE --once` as people type it; the -c after the subcommand wins."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for t in aerial_tiles["damaged"][:2]:
+        shutil.copy(t, inbox)
+    cfg = write_cfg(tmp_path, inbox, cache)
+    res = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(tmp_path / "missing.yaml"), "run", "-c", str(cfg), "--once"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert count_frames(tmp_path / "data" / "skysift.db") == 2
+
+
+def test_config_and_log_level_in_either_position(monkeypatch) -> None:
+    from agent.cli.main import build_parser
+
+    monkeypatch.setenv("SKYSIFT_CONFIG", "env.yaml")
+    parse = build_parser().parse_args
+    assert parse(["run", "--once"]).config == "env.yaml"
+    assert parse(["-c", "top.yaml", "run", "--once"]).config == "top.yaml"
+    args = parse(["run", "-c", "sub.yaml", "--once"])
+    assert args.config == "sub.yaml" and args.once
+    assert parse(["--config", "top.yaml", "flights", "--config", "sub.yaml"]).config == "sub.yaml"
+    assert parse(["run"]).log_level is None
+    assert parse(["--log-level", "debug", "run", "--log-level", "error"]).log_level == "error"
+    assert parse(["--log-level", "debug", "run"]).log_level == "debug"
+    # nested subcommands take them too
+    assert parse(["config", "check", "f.yaml", "--log-level", "warning"]).log_level == "warning"

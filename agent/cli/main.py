@@ -1,4 +1,4 @@
-"""The `skysift` command line. Each subcommand lives in its own module under agent/commands/,
+"""The `skysift` command line. Each subcommand lives in its own module under agent/cli/,
 which exposes ``register(subparsers)``; modules keep heavy imports inside their handlers so
 that `skysift --help` and `skysift status` start fast."""
 
@@ -29,33 +29,48 @@ COMMAND_MODULES = [
 log = logging.getLogger("skysift")
 
 
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """-c/--config and --log-level. On the top parser they carry the defaults; on a subcommand
+    they default to SUPPRESS, so that they set the value only when given there, and then win
+    over the top-level one (argparse copies a subcommand's namespace over the top one)."""
+    default = os.environ.get("SKYSIFT_CONFIG") if top else argparse.SUPPRESS
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        help="YAML configuration file (default: $SKYSIFT_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None if top else argparse.SUPPRESS,
+        help="override the configured log level",
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand parser below ``parser``, nested ones (``config check``) included."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases repeat a parser
+                out += [child, *_subcommands(child)]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skysift",
         description="On-board damage classification for disaster response.",
     )
     parser.add_argument("--version", action="version", version=f"skysift {__version__}")
-    parser.add_argument(
-        "-c",
-        "--config",
-        default=os.environ.get("SKYSIFT_CONFIG"),
-        help="YAML configuration file (default: $SKYSIFT_CONFIG, else built-in defaults)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        default=None,
-        help="override the configured log level",
-    )
+    _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"agent.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"agent.cli.{name}":
-                continue  # command not built yet in this checkout
-            raise
-        module.register(sub)
+        importlib.import_module(f"agent.cli.{name}").register(sub)
+    # People type `skysift run -c FILE --once`: accept the options after the subcommand too.
+    for child in _subcommands(parser):
+        _add_common(child, top=False)
     return parser
 
 
