@@ -5,15 +5,16 @@ and/or at most N per second; for a video file the second is video time, not wall
 JPEG-encoded here; the pipeline saves the JPEG under ``<storage.dir>/frames/<flight_id>/``
 when it commits the frame, so a frame dropped because the pipeline is full leaves no file.
 
-A live stream that stops delivering is released and reopened with capped exponential backoff
-plus jitter (``source.camera_reopen_max_s``). A video file ends at its last frame.
+A live stream that stops delivering is released and reopened with the agent's one retry helper,
+:class:`agent.core.backoff.Backoff` (capped exponential with full jitter, cap
+``source.camera_reopen_max_s``; one "link down" line, rare reminders, one "recovered" line).
+A video file ends at its last frame.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from agent.core.backoff import Backoff
 from agent.imaging.geotag import iso_utc
 from drivers.base import Frame, FrameSource, SourceError
 
@@ -79,6 +81,8 @@ class CameraSource(FrameSource):
         self.flight_id = flight_id or "cam-" + self.started.strftime("%Y%m%dT%H%M%SZ")
         self.reopens = 0
         self.read_failures = 0
+        # Jitter: many drones on one radio link do not all retry in step.
+        self._backoff = Backoff(f"camera {spec}", base_s=1.0, cap_s=self.reopen_max_s)
         self._video_start: datetime | None = None
 
     @property
@@ -118,16 +122,13 @@ class CameraSource(FrameSource):
     def flights(self) -> list[str]:
         return [self.flight_id]
 
-    def _reopen(self, stop: threading.Event, failures: int) -> bool:
-        """Release and reopen the stream after a capped, jittered exponential delay."""
+    def _reopen(self, stop: threading.Event, error: str) -> bool:
+        """Release the stream, wait out the backoff and open it again; True when it is open."""
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-        delay = min(self.reopen_max_s, 0.5 * 2 ** min(failures, 20))
-        delay *= 0.5 + random.random() / 2  # jitter: many drones on one link do not retry in step
-        if failures == 1 or failures % 10 == 0:
-            log.warning("camera %s lost (%d failures); reopening in %.1fs", self.spec, failures, delay)
-        if stop.wait(delay):
+        self._backoff.failure(error)
+        if not self._backoff.wait(stop):
             return False
         self._cap = self._factory(self.value)
         self.reopens += 1
@@ -138,13 +139,11 @@ class CameraSource(FrameSource):
 
         index = -1
         last_kept: float | None = None
-        failures = 0
         while not stop.is_set():
             if self._cap is None or not self._cap.isOpened():
                 if self.kind_of == "file":
                     return
-                failures += 1
-                if not self._reopen(stop, failures):
+                if not self._reopen(stop, "the stream cannot be opened"):
                     continue
             ok, img = self._cap.read()
             if not ok or img is None:
@@ -152,12 +151,9 @@ class CameraSource(FrameSource):
                     log.info("video %s ended after %d frames", self.value, index + 1)
                     return
                 self.read_failures += 1
-                failures += 1
-                self._reopen(stop, failures)
+                self._reopen(stop, "the stream delivers no frame")
                 continue
-            if failures:
-                log.info("camera %s is back after %d failures", self.spec, failures)
-                failures = 0
+            self._backoff.success()
             index += 1
             if index % self.every_n:
                 continue

@@ -3,6 +3,7 @@ cannot exist in CI) behind the same VideoCapture interface for the lost-stream p
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -223,3 +224,40 @@ def test_live_camera_drops_and_counts_when_the_pipeline_is_full(tmp_path: Path, 
     assert agent.ctx.stats.frames_dropped > 0
     assert src.dropped == agent.ctx.stats.frames_dropped
     assert committed + agent.ctx.stats.frames_dropped == n
+
+
+def test_lost_stream_logs_one_down_line_and_one_recovered_line(caplog) -> None:
+    # The camera's reconnects go through the agent's one Backoff: a drop followed by several
+    # failed reopens is one "link down" line, not one line per attempt, then one "recovered".
+    captures = iter([FakeCapture(2, start=0)] + [FakeCapture(0, opened=False)] * 5 + [FakeCapture(1, start=50)])
+    src = CameraSource(
+        "rtsp://127.0.0.1:1/cam", reopen_max_s=0.01,
+        capture_factory=lambda v: next(captures, FakeCapture(0, opened=False)),
+    )
+    src.open()
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="agent.core.backoff"):
+        got = []
+        for f in src.frames(stop):
+            got.append(f)
+            if len(got) == 3:
+                stop.set()
+    assert src.reopens == 6  # the drop and five failed reopens
+    msgs = [r.getMessage() for r in caplog.records if r.name == "agent.core.backoff"]
+    assert len(msgs) == 2, msgs
+    assert msgs[0].startswith("camera rtsp://127.0.0.1:1/cam: link down")
+    assert "recovered after 6 failed attempts" in msgs[1]
+
+
+def test_backoff_wait_returns_false_when_stopped() -> None:
+    from agent.core.backoff import Backoff
+
+    b = Backoff("t", base_s=30.0, cap_s=30.0)
+    assert b.wait(threading.Event())  # no failure yet: no wait at all
+    b.failure("boom")
+    b.next_at = time.monotonic() + 30  # the worst case of the jitter
+    stop = threading.Event()
+    threading.Timer(0.05, stop.set).start()
+    t0 = time.monotonic()
+    assert b.wait(stop) is False
+    assert time.monotonic() - t0 < 5

@@ -1,4 +1,5 @@
-"""One retry helper for every sync target: capped exponential backoff with full jitter.
+"""One retry helper for every link (sync targets, the camera stream): capped exponential
+backoff with full jitter.
 
 It also owns the link-state log lines, so that an outage reads as one "down" line, a reminder
 now and then (never one line per retry), and one "recovered" line.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,6 +55,13 @@ class Backoff:
 
     def wait_s(self) -> float:
         return max(0.0, self.next_at - self._clock())
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep until an attempt is allowed; False when ``stop`` was set first.
+
+        Uses the wall-clock wait of ``stop`` even with a test clock: it is the thread's sleep.
+        """
+        return not stop.wait(self.wait_s())
 
     def next_delay(self) -> float:
         ceiling = min(self.cap_s, self.base_s * (2 ** max(0, self.failures - 1)))
