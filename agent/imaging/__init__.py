@@ -1,0 +1,36 @@
+"""Turning a file into pixels, a capture time and a position: safe decoding, EXIF, geotagging.
+OpenCV, Pillow and simplejpeg are imported inside the functions that need them."""
+
+from agent.imaging.decode import (
+    SUPPORTED_FORMATS,
+    DecodedImage,
+    ExifInfo,
+    decode_image,
+    read_exif,
+    read_image_file,
+)
+from agent.imaging.geotag import (
+    Position,
+    PositionSource,
+    TrackFile,
+    geotag,
+    iso_utc,
+    parse_time,
+    shift,
+)
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "DecodedImage",
+    "ExifInfo",
+    "Position",
+    "PositionSource",
+    "TrackFile",
+    "decode_image",
+    "geotag",
+    "iso_utc",
+    "parse_time",
+    "read_exif",
+    "read_image_file",
+    "shift",
+]
