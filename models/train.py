@@ -18,9 +18,7 @@ card are exactly the shipped model's (a test re-computes them from the IR).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.core.errors import ModelError
 from models.architecture import DEFAULT_ARCHITECTURE, build_model
 from models.card import load_card, write_card
+from models.card_markdown import write_markdown
 from models.convert import (
     INT8_NAME,
     IR_NAME,
@@ -42,132 +40,17 @@ from models.convert import (
     ir_predict,
     versions,
 )
+from models.dataset import (
+    Dataset,
+    dihedral,
+    load_dataset,
+    provenance,
+    stratified_folds,
+    stratified_split,
+)
+from models.metrics import metrics
 
 log = logging.getLogger(__name__)
-
-CLASSES = ("damaged", "undamaged")  # index = label, as in the 2020 data (0 damaged, 1 undamaged)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Dataset:
-    x: np.ndarray  # uint8 (N, H, W)
-    y: np.ndarray  # int64 (N,), 0 damaged / 1 undamaged
-    names: list[str]  # "damaged/tile_001.png"
-    file_sha256: list[str]
-
-
-def load_dataset(data_dir: Path, input_px: int = 128) -> Dataset:
-    """Read ``data_dir/{damaged,undamaged}/*`` as grayscale uint8 tiles of ``input_px``."""
-    import cv2
-
-    data_dir = Path(data_dir)
-    xs, ys, names, hashes = [], [], [], []
-    for label, cls in enumerate(CLASSES):
-        folder = data_dir / cls
-        if not folder.is_dir():
-            raise ModelError(f"{data_dir}: training data needs a {cls}/ subfolder")
-        for p in sorted(folder.iterdir()):
-            if p.suffix.lower() not in IMAGE_EXTS:
-                continue
-            raw = p.read_bytes()
-            img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
-            if img is None:
-                raise ModelError(f"{p}: not a readable image")
-            if img.shape != (input_px, input_px):
-                img = cv2.resize(img, (input_px, input_px), interpolation=cv2.INTER_AREA)
-            xs.append(img)
-            ys.append(label)
-            names.append(f"{cls}/{p.name}")
-            hashes.append(hashlib.sha256(raw).hexdigest())
-    if not xs or len(set(ys)) < 2:
-        raise ModelError(f"{data_dir}: need images in both damaged/ and undamaged/")
-    return Dataset(np.stack(xs), np.asarray(ys, np.int64), names, hashes)
-
-
-def provenance(data_dir: Path, ds: Dataset) -> dict[str, Any]:
-    """Where the data came from: the path (relative to the project when possible), counts, and a
-    sha256 over the sorted "name sha256" lines, which pins both the file list and the contents."""
-    data_dir = Path(data_dir)
-    try:
-        shown = os.path.relpath(data_dir.resolve(), PROJECT_ROOT)
-    except ValueError:  # other drive on Windows
-        shown = str(data_dir)
-    lines = sorted(f"{n} {h}" for n, h in zip(ds.names, ds.file_sha256, strict=True))
-    return {
-        "path": shown,
-        "counts": {cls: int((ds.y == i).sum()) for i, cls in enumerate(CLASSES)},
-        "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
-        "files_sha256_method": "sha256 of the sorted lines '<class>/<name> <sha256 of file>' joined by \\n",
-    }
-
-
-def stratified_split(y: np.ndarray, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with each class split in the same proportion."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = max(1, round(len(idx) * test_frac))
-        test.extend(idx[:n_test])
-        train.extend(idx[n_test:])
-    return np.sort(np.asarray(train)), np.sort(np.asarray(test))
-
-
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train, validation) index pairs; every sample is validated exactly once."""
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(y), np.int64)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        fold_of[idx] = np.arange(len(idx)) % k
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
-
-
-def dihedral(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply one random element of the 8 flips/90-degree rotations to each tile (N, H, W)."""
-    out = np.empty_like(x)
-    ops = rng.integers(0, 8, len(x))
-    for i, op in enumerate(ops):
-        t = np.rot90(x[i], op % 4)
-        out[i] = t[:, ::-1] if op >= 4 else t
-    return out
-
-
-def metrics(p_undamaged: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Accuracy, and precision/recall/F1 with *damaged* as the positive class (what responders
-    look for). Confusion matrix rows = true class, columns = predicted, order damaged, undamaged."""
-    pred = (np.asarray(p_undamaged) >= threshold).astype(np.int64)
-    y = np.asarray(y)
-    tp = int(((pred == 0) & (y == 0)).sum())
-    fn = int(((pred == 1) & (y == 0)).sum())
-    fp = int(((pred == 0) & (y == 1)).sum())
-    tn = int(((pred == 1) & (y == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "n": int(len(y)),
-        "accuracy": round((tp + tn) / len(y), 4) if len(y) else 0.0,
-        "accuracy_ci95": wilson_interval(tp + tn, len(y)),
-        "precision_damaged": round(precision, 4),
-        "recall_damaged": round(recall, 4),
-        "f1_damaged": round(f1, 4),
-        "confusion_matrix": {"rows_true_cols_pred": list(CLASSES), "matrix": [[tp, fn], [fp, tn]]},
-    }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95 % Wilson score interval of a proportion: on 50 held-out tiles one error is 2 points,
-    so the card says how far the true accuracy may be from the measured one."""
-    if n == 0:
-        return [0.0, 1.0]
-    phat = successes / n
-    denom = 1 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return [round(float(centre - half), 4), round(float(centre + half), 4)]
 
 
 @dataclass
@@ -304,37 +187,69 @@ def train(data_dir: Path, out_dir: Path, params: TrainParams | None = None,
     keras_m = metrics(keras_predict(model, x_test), y_test)
 
     out_dir = Path(out_dir)
+    model, xml = _export(model, out_dir, p)
+    files = {"keras": KERAS_NAME, "openvino": IR_NAME}
+    held_out = metrics(ir_predict(xml, x_test), y_test)
+    say(f"held-out accuracy {held_out['accuracy']:.3f} (IR FP16), {keras_m['accuracy']:.3f} (Keras)")
+    int8_info = _int8(xml, ds.x[train_idx], x_test, y_test, held_out, out_dir, p, say)
+    if int8_info.get("shipped"):
+        files["openvino_int8"] = INT8_NAME
+
+    evaluation = {
+        "held_out": held_out,
+        "held_out_keras": keras_m,
+        "held_out_note": "IR (FP16 weights) evaluated on CPU in f32 on the held-out tiles",
+        "cross_validation": cv,
+        "int8": int8_info,
+    }
+    split = (train_idx, test_idx)
+    card = _card(p, ds, Path(data_dir), model, files, split, evaluation, round(time.monotonic() - t0, 1))
+    write_card(out_dir, card)
+    card = load_card(out_dir).data  # now with the sha256 table
+    write_markdown(out_dir, card)
+    return card
+
+
+def _export(model, out_dir: Path, p: TrainParams):
+    """Save the trained weights as ``model.keras`` and the FP16 IR; return (model, IR path)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (INT8_NAME, Path(INT8_NAME).with_suffix(".bin").name):
         (out_dir / stale).unlink(missing_ok=True)  # an INT8 IR from a previous run must not linger
     model = clean_copy(model, p)
     model.save(out_dir / KERAS_NAME)
-    xml = export_ir(model, out_dir, IR_NAME)
-    files = {"keras": KERAS_NAME, "openvino": IR_NAME}
-    held_out = metrics(ir_predict(xml, x_test), y_test)
-    say(f"held-out accuracy {held_out['accuracy']:.3f} (IR FP16), {keras_m['accuracy']:.3f} (Keras)")
+    return model, export_ir(model, out_dir, IR_NAME)
 
+
+def _int8(xml: Path, x_calib: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, held_out: dict,
+          out_dir: Path, p: TrainParams, say: Callable[[str], None]) -> dict[str, Any]:
+    """Quantize the IR to INT8 on the training tiles, keep it only if the held-out accuracy
+    stays within ``int8_tolerance`` of FP16's; return what the card says about it."""
     int8_info: dict[str, Any] = {"attempted": p.int8}
-    if p.int8:
-        from models.quantize import quantize_int8
+    if not p.int8:
+        return int8_info
+    from models.quantize import quantize_int8
 
-        try:
-            int8_xml = quantize_int8(xml, ds.x[train_idx], out_dir / INT8_NAME, seed=p.seed)
-        except Exception as exc:  # NNCF missing or failing must not lose the trained model
-            log.warning("INT8 quantization failed: %s", exc)
-            int8_info.update(shipped=False, error=f"{type(exc).__name__}: {exc}")
-        else:
-            m8 = metrics(ir_predict(int8_xml, x_test), y_test)
-            keep = m8["accuracy"] >= held_out["accuracy"] - p.int8_tolerance
-            int8_info.update(held_out=m8, shipped=keep, tolerance=p.int8_tolerance)
-            say(f"INT8 held-out accuracy {m8['accuracy']:.3f}: {'shipped' if keep else 'dropped'}")
-            if keep:
-                files["openvino_int8"] = INT8_NAME
-            else:
-                int8_xml.unlink()
-                int8_xml.with_suffix(".bin").unlink()
+    try:
+        int8_xml = quantize_int8(xml, x_calib, out_dir / INT8_NAME, seed=p.seed)
+    except Exception as exc:  # NNCF missing or failing must not lose the trained model
+        log.warning("INT8 quantization failed: %s", exc)
+        int8_info.update(shipped=False, error=f"{type(exc).__name__}: {exc}")
+        return int8_info
+    m8 = metrics(ir_predict(int8_xml, x_test), y_test)
+    keep = m8["accuracy"] >= held_out["accuracy"] - p.int8_tolerance
+    int8_info.update(held_out=m8, shipped=keep, tolerance=p.int8_tolerance)
+    say(f"INT8 held-out accuracy {m8['accuracy']:.3f}: {'shipped' if keep else 'dropped'}")
+    if not keep:
+        int8_xml.unlink()
+        int8_xml.with_suffix(".bin").unlink()
+    return int8_info
 
-    card: dict[str, Any] = {
+
+def _card(p: TrainParams, ds: Dataset, data_dir: Path, model, files: dict[str, str],
+          split: tuple[np.ndarray, np.ndarray], evaluation: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The model card: what the model is, how well it did on the held-out tiles, how it was trained."""
+    train_idx, test_idx = split
+    return {
         "name": "skysift-damage-cnn",
         "version": "1",
         "architecture": p.architecture,
@@ -345,15 +260,9 @@ def train(data_dir: Path, out_dir: Path, params: TrainParams | None = None,
         "labels": {"0": "damaged", "1": "undamaged"},
         "threshold": 0.5,
         "files": files,
-        "metrics": {
-            "held_out": held_out,
-            "held_out_keras": keras_m,
-            "held_out_note": "IR (FP16 weights) evaluated on CPU in f32 on the held-out tiles",
-            "cross_validation": cv,
-            "int8": int8_info,
-        },
+        "metrics": evaluation,
         "training": {
-            "data": provenance(Path(data_dir), ds),
+            "data": provenance(data_dir, ds),
             "split": {
                 "method": "stratified random split per class (numpy default_rng(seed))",
                 "seed": p.seed,
@@ -370,76 +279,8 @@ def train(data_dir: Path, out_dir: Path, params: TrainParams | None = None,
             "augmentation": "random flip / 90-degree rotation (8 dihedral transforms) per tile per epoch"
             if p.augment else "none",
             "deterministic": "keras.utils.set_random_seed + tf.config.experimental.enable_op_determinism",
-            "seconds": round(time.monotonic() - t0, 1),
+            "seconds": seconds,
         },
         "versions": versions(),
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    write_card(out_dir, card)
-    card = load_card(out_dir).data  # now with the sha256 table
-    write_markdown(out_dir, card)
-    return card
-
-
-def write_markdown(out_dir: Path, card: dict[str, Any]) -> Path:
-    """A short human-readable MODEL_CARD.md beside the JSON card."""
-    m = card["metrics"]
-    h = m["held_out"]
-    cm = h["confusion_matrix"]["matrix"]
-    t = card["training"]
-    d = t["data"]
-    lines = [
-        f"# {card['name']} (architecture {card['architecture']}, {card['parameters']:,} parameters)",
-        "",
-        "Classifies 128x128 grayscale aerial tiles as damaged or undamaged.",
-        "",
-        f"- **Input**: {card['input']['height']}x{card['input']['width']}x1 NHWC float32 = u8 / 255.",
-        "- **Output**: one sigmoid, p(undamaged); >= 0.5 means undamaged (the 2020 convention).",
-        f"- **Training data**: `{d['path']}`: {d['counts']['damaged']} damaged, "
-        f"{d['counts']['undamaged']} undamaged (files sha256 `{d['files_sha256'][:16]}...`).",
-        f"- **Split**: stratified, seed {t['split']['seed']}: {t['split']['train']} tiles for training, "
-        f"{t['split']['held_out']} held out and never seen in training. The shipped model is trained "
-        "on the training split only, so the figures below are the shipped model's own.",
-        f"- **Training**: {t['epochs']} epochs, {t['optimizer']}, {t['loss']}; augmentation: "
-        f"{t['augmentation']}.",
-        "",
-        f"## Held-out results ({h['n']} tiles, OpenVINO IR)",
-        "",
-        f"Accuracy **{h['accuracy']:.1%}**"
-        + (f" (95 % Wilson interval {h['accuracy_ci95'][0]:.1%} to {h['accuracy_ci95'][1]:.1%})"
-           if "accuracy_ci95" in h else "")
-        + f"; damaged class: precision {h['precision_damaged']:.1%}, "
-        f"recall {h['recall_damaged']:.1%}, F1 {h['f1_damaged']:.3f}.",
-        "",
-        "| true \\ predicted | damaged | undamaged |",
-        "|---|---|---|",
-        f"| damaged | {cm[0][0]} | {cm[0][1]} |",
-        f"| undamaged | {cm[1][0]} | {cm[1][1]} |",
-        "",
-    ]
-    cv = m.get("cross_validation")
-    if cv:
-        lines += [f"{cv['k']}-fold stratified cross-validation on the training split: accuracy "
-                  f"{cv['accuracy_mean']:.1%} +/- {cv['accuracy_std']:.1%} (folds: "
-                  f"{', '.join(f'{a:.2f}' for a in cv['folds'])}).", ""]
-    i8 = m.get("int8", {})
-    if "held_out" in i8:
-        lines += [f"INT8 (NNCF post-training quantization): held-out accuracy {i8['held_out']['accuracy']:.1%} "
-                  f"vs {h['accuracy']:.1%} FP16; {'shipped as model-int8.xml' if i8['shipped'] else 'not shipped'}.", ""]
-    lines += [
-        "## Files",
-        "",
-        *[f"- `{name}`: sha256 `{sha}`" for name, sha in card.get("sha256", {}).items()],
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".",
-        "",
-        "Training is bit-for-bit reproducible on the same CPU type and library versions "
-        "(seeded, op determinism, one inter-op thread). "
-        f"Reproduce: `skysift model train --data {d['path']} --out models/damage-cnn --seed "
-        f"{t['split']['seed']} --epochs {t['epochs']}"
-        + (f" --cv {cv['k']}" if cv else "") + "`",
-        "",
-    ]
-    path = out_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path

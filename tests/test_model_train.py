@@ -14,7 +14,8 @@ import pytest
 from agent.cli.main import main
 from agent.core.errors import ModelIntegrityError
 from models.card import DEFAULT_MODEL_DIR, load_card, sha256_file
-from models.train import metrics, stratified_folds, stratified_split
+from models.dataset import stratified_folds, stratified_split
+from models.metrics import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

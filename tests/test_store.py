@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.store.db import MIGRATIONS, Store
+import pytest
+import sqlite_utils
+
+from agent.store.db import Store
+from agent.store.migrations import MIGRATIONS
 
 
 def _row(fid, flight="f1", status="classified", label="undamaged", **kw):
@@ -85,3 +89,26 @@ def test_flight_lifecycle(tmp_path):
     assert s.flight("cam-1")["ended_at"] is not None
     s.reopen_flight("cam-1")
     assert s.flight("cam-1")["ended_at"] is None
+
+
+def _schema(path) -> list[tuple]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("start", range(len(MIGRATIONS)))
+def test_upgraded_file_has_the_schema_of_a_fresh_one(tmp_path, start):
+    """A device's file at any older version, once opened, matches a file created today."""
+    Store(tmp_path / "fresh.db").close()
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    for version, step in enumerate(MIGRATIONS[:start], start=1):
+        step(old)
+        old.execute(f"PRAGMA user_version = {version}")
+    old.conn.close()
+    upgraded = Store(tmp_path / "old.db")
+    assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    upgraded.close()
+    assert _schema(tmp_path / "old.db") == _schema(tmp_path / "fresh.db")

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.core.config import parse_config
+from agent.core.config import Config, parse_config
 from agent.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -97,85 +97,123 @@ def run_sync_bench(
     Starts its own emulators in ``work_dir`` unless endpoints are given. Returns figures and a
     ``markdown`` table.
     """
-    from sync.bigquery import FrameRows, init_dataset, table_ids
-    from sync.emulators import BQ_PROJECT, FakeGcs, LocalBigQuery
-    from sync.gcs import GcsImages, init_bucket
-    from sync.schema import frame_row
-
     own_tmp = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="skysift-syncbench-"))
     work.mkdir(parents=True, exist_ok=True)
-    emulators = []
+    emulators: list[Any] = []
     try:
-        if gcs_endpoint is None:
-            emulators.append(FakeGcs(work / "gcs").start())
-            gcs_endpoint = emulators[-1].endpoint
-        if bq_endpoint is None:
-            emulators.append(LocalBigQuery(work / "bq").start())
-            bq_endpoint = emulators[-1].endpoint
-        stamp = str(int(time.time()))
-        cfg = parse_config({
-            "device_id": "bench",
-            "storage": {"dir": str(work / "data")},
-            "sync": {
-                "gcs": {"bucket": f"bench-{stamp}", "endpoint": gcs_endpoint},
-                "bigquery": {"project": BQ_PROJECT, "dataset": f"bench_{stamp}", "endpoint": bq_endpoint},
-                "upload_images": "all",
-                "batch_rows": batch_rows,
-            },
-        })
-        init_bucket(cfg)
-        init_dataset(cfg)
-        store = Store(cfg.db_path)
+        gcs_endpoint, bq_endpoint = _endpoints(work, gcs_endpoint, bq_endpoint, emulators)
+        cfg = _bench_config(work, gcs_endpoint, bq_endpoint, batch_rows)
         tiles = _tiles(data_dir)
-        _make_flight(store, tiles, work / "data" / "frames" / "bench", n_frames, "bench", "new")
-
-        rows_t = FrameRows(cfg)
-        t = time.perf_counter()
-        while rows_t.pending(store):
-            rows_t.push(store, 10_000)
-        rows_s = time.perf_counter() - t
-
-        images = [GcsImages(cfg, "damaged"), GcsImages(cfg, "rest", client=None)]
-        t = time.perf_counter()
-        for target in images:
-            while target.pending(store):
-                target.push(store, 64)
-        images_s = time.perf_counter() - t
-        for target in images:
-            target.close()
-
-        # --- the 2020 way: per image, one upload and one insertAll call, in sequence -------
-        from google.cloud import bigquery
-
-        from sync.clients import bigquery_client, storage_client
-        from sync.schema import FRAME_FIELDS, bq_schema
-
-        bq = bigquery_client(cfg)
-        old_table = f"{table_ids(cfg)['frames']}_2020"
-        bq.create_table(bigquery.Table(old_table, schema=bq_schema(FRAME_FIELDS)), exists_ok=True)
-        bucket = storage_client(cfg).bucket(cfg.sync.gcs.bucket)
-        old_store = Store(work / "old.db")
-        _make_flight(old_store, tiles, work / "old", baseline_n, "bench-2020", "old")
-        frames = old_store.frames()
-        up_s = ins_s = 0.0
-        for f in frames:
-            t = time.perf_counter()
-            bucket.blob(f"2020/{f['frame_id']}.png").upload_from_filename(f["image_path"], content_type="image/png")
-            up_s += time.perf_counter() - t
-            t = time.perf_counter()
-            errors = bq.insert_rows_json(old_table, [frame_row(f, "bench", None, None, f["classified_at"])])
-            ins_s += time.perf_counter() - t
-            if errors:
-                raise RuntimeError(f"2020 insertAll failed: {errors}")
-        old_store.close()
-        store.close()
+        rows_s, images_s = _time_skysift(cfg, tiles, work, n_frames)
+        ins_s, up_s = _time_2020(cfg, tiles, work, baseline_n)
     finally:
         for e in emulators:
             e.stop()
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
+    return _result(n_frames, batch_rows, baseline_n, rows_s, images_s, ins_s, up_s)
 
+
+def _endpoints(
+    work: Path, gcs_endpoint: str | None, bq_endpoint: str | None, emulators: list[Any]
+) -> tuple[str, str]:
+    """The endpoints given, or those of emulators started here (appended to ``emulators`` at
+    once, so that the caller stops one that started even when the next fails to)."""
+    from sync.emulators import FakeGcs, LocalBigQuery
+
+    if gcs_endpoint is None:
+        emulators.append(FakeGcs(work / "gcs").start())
+        gcs_endpoint = emulators[-1].endpoint
+    if bq_endpoint is None:
+        emulators.append(LocalBigQuery(work / "bq").start())
+        bq_endpoint = emulators[-1].endpoint
+    return gcs_endpoint, bq_endpoint
+
+
+def _bench_config(work: Path, gcs_endpoint: str, bq_endpoint: str, batch_rows: int) -> Config:
+    """A configuration syncing every image, with a bucket and dataset of its own, both created.
+
+    The names carry the time so that a second run against the same long-lived emulators does
+    not meet the first run's objects and tables.
+    """
+    from sync.bigquery import init_dataset
+    from sync.emulators import BQ_PROJECT
+    from sync.gcs import init_bucket
+
+    stamp = str(int(time.time()))
+    cfg = parse_config({
+        "device_id": "bench",
+        "storage": {"dir": str(work / "data")},
+        "sync": {
+            "gcs": {"bucket": f"bench-{stamp}", "endpoint": gcs_endpoint},
+            "bigquery": {"project": BQ_PROJECT, "dataset": f"bench_{stamp}", "endpoint": bq_endpoint},
+            "upload_images": "all",
+            "batch_rows": batch_rows,
+        },
+    })
+    init_bucket(cfg)
+    init_dataset(cfg)
+    return cfg
+
+
+def _time_skysift(cfg: Config, tiles: list[bytes], work: Path, n_frames: int) -> tuple[float, float]:
+    """Seconds to push every row (load jobs), then every image (uploads in flight), of one flight."""
+    from sync.bigquery import FrameRows
+    from sync.gcs import GcsImages
+
+    store = Store(cfg.db_path)
+    _make_flight(store, tiles, work / "data" / "frames" / "bench", n_frames, "bench", "new")
+    rows_t = FrameRows(cfg)
+    t = time.perf_counter()
+    while rows_t.pending(store):
+        rows_t.push(store, 10_000)
+    rows_s = time.perf_counter() - t
+
+    images = [GcsImages(cfg, "damaged"), GcsImages(cfg, "rest", client=None)]
+    t = time.perf_counter()
+    for target in images:
+        while target.pending(store):
+            target.push(store, 64)
+    images_s = time.perf_counter() - t
+    for target in images:
+        target.close()
+    store.close()
+    return rows_s, images_s
+
+
+def _time_2020(cfg: Config, tiles: list[bytes], work: Path, baseline_n: int) -> tuple[float, float]:
+    """Seconds of insertAll calls and of uploads, the 2020 way: per image, one of each, in turn."""
+    from google.cloud import bigquery
+
+    from sync.bigquery import table_ids
+    from sync.clients import bigquery_client, storage_client
+    from sync.schema import FRAME_FIELDS, bq_schema, frame_row
+
+    bq = bigquery_client(cfg)
+    old_table = f"{table_ids(cfg)['frames']}_2020"
+    bq.create_table(bigquery.Table(old_table, schema=bq_schema(FRAME_FIELDS)), exists_ok=True)
+    bucket = storage_client(cfg).bucket(cfg.sync.gcs.bucket)
+    old_store = Store(work / "old.db")
+    _make_flight(old_store, tiles, work / "old", baseline_n, "bench-2020", "old")
+    up_s = ins_s = 0.0
+    for f in old_store.frames():
+        t = time.perf_counter()
+        bucket.blob(f"2020/{f['frame_id']}.png").upload_from_filename(f["image_path"], content_type="image/png")
+        up_s += time.perf_counter() - t
+        t = time.perf_counter()
+        errors = bq.insert_rows_json(old_table, [frame_row(f, "bench", None, None, f["classified_at"])])
+        ins_s += time.perf_counter() - t
+        if errors:
+            raise RuntimeError(f"2020 insertAll failed: {errors}")
+    old_store.close()
+    return ins_s, up_s
+
+
+def _result(
+    n_frames: int, batch_rows: int, baseline_n: int, rows_s: float, images_s: float, ins_s: float, up_s: float
+) -> dict[str, Any]:
+    """The figures, rounded for the report, and the Markdown table ``skysift bench`` quotes."""
     old_rows_per_s = baseline_n / ins_s
     old_images_per_s = baseline_n / up_s
     res: dict[str, Any] = {
@@ -188,6 +226,7 @@ def run_sync_bench(
         "baseline_n": baseline_n,
         "baseline_rows_per_s": round(old_rows_per_s, 1),
         "baseline_images_per_s": round(old_images_per_s, 1),
+        # linear in N: the per-call cost of the 2020 way does not shrink with the flight
         "baseline_extrapolated_s": round((ins_s + up_s) * n_frames / baseline_n, 1),
         "skysift_total_s": round(rows_s + images_s, 1),
         "rows_speedup": round((n_frames / rows_s) / old_rows_per_s, 1),

@@ -99,10 +99,8 @@ def point_spacing(xy: list[tuple[float, float]], sample: int = 400) -> float | N
     return float(np.median(nearest)) if len(nearest) else None
 
 
-def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 24) -> dict[str, Any]:
-    """The JSON the page draws from."""
-    flight_index = {fl["flight_id"]: i for i, fl in enumerate(data.flights)}
-    located = data.located
+def _points(located: list[ReportFrame], flight_index: dict[str, int]) -> tuple[dict[str, list], dict[str, int]]:
+    """The located frames in column form (one list per field), and each frame id's index in it."""
     pts: dict[str, list] = {k: [] for k in ("x", "y", "p", "s", "f", "id", "dt", "n", "t", "lat", "lon", "alt", "g")}
     index_of: dict[str, int] = {}
     for i, f in enumerate(located):
@@ -121,6 +119,11 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         pts["lon"].append(_r(r["lon"], 7))
         pts["alt"].append(_r(r.get("alt"), 1))
         pts["g"].append(r.get("geo_source"))
+    return pts, index_of
+
+
+def _footprints(located: list[ReportFrame]) -> list[dict[str, Any]]:
+    """Ground outlines (flat x, y lists) of the frames that have one, with their damaged tiles."""
     footprints = []
     for i, f in enumerate(located):
         if f.footprint is None:
@@ -128,28 +131,36 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         flat = [round(v, 2) for x, y in f.footprint.outline[:4] for v in (x, y)]
         tiles = [[round(v, 2) for x, y in ring[:4] for v in (x, y)] for _, _, _, ring in f.footprint.damaged_tiles]
         footprints.append({"i": i, "q": flat, "d": tiles})
+    return footprints
 
+
+def _damaged_frames(data: ReportData) -> list[ReportFrame]:
+    """Every damaged frame, worst first."""
     damaged = [f for f in data.frames if f.row["status"] == "classified" and f.row.get("label") == "damaged"]
     damaged.sort(key=_damage_rank, reverse=True)
-    top_frames = []
-    for f in damaged[: max(0, top)]:
-        r = f.row
-        top_frames.append(
-            {
-                "frame_id": r["frame_id"],
-                "i": index_of.get(r["frame_id"]),
-                "flight": r["flight_id"],
-                "p": _r(r.get("p_damaged"), 3),
-                "dt": r.get("damaged_tiles"),
-                "n": r.get("tiles"),
-                "t": r.get("captured_at"),
-                "lat": _r(r.get("lat"), 7) if f.located else None,
-                "lon": _r(r.get("lon"), 7) if f.located else None,
-                "image": r.get("image_path"),
-                "thumb": thumbnail(r, storage_dir),
-            }
-        )
-    unlocated = [
+    return damaged
+
+
+def _top_frame(f: ReportFrame, index_of: dict[str, int], storage_dir: Path | None) -> dict[str, Any]:
+    r = f.row
+    return {
+        "frame_id": r["frame_id"],
+        "i": index_of.get(r["frame_id"]),
+        "flight": r["flight_id"],
+        "p": _r(r.get("p_damaged"), 3),
+        "dt": r.get("damaged_tiles"),
+        "n": r.get("tiles"),
+        "t": r.get("captured_at"),
+        "lat": _r(r.get("lat"), 7) if f.located else None,
+        "lon": _r(r.get("lon"), 7) if f.located else None,
+        "image": r.get("image_path"),
+        "thumb": thumbnail(r, storage_dir),
+    }
+
+
+def _unlocated(data: ReportData) -> list[dict[str, Any]]:
+    """The frames the map cannot place, with why, so the page can list them instead."""
+    return [
         {
             "frame_id": f.row["frame_id"],
             "flight": f.row["flight_id"],
@@ -163,6 +174,18 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         }
         for f in data.unlocated
     ]
+
+
+def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 24) -> dict[str, Any]:
+    """The JSON the page draws from."""
+    flight_index = {fl["flight_id"]: i for i, fl in enumerate(data.flights)}
+    located = data.located
+    pts, index_of = _points(located, flight_index)
+    footprints = _footprints(located)
+    damaged = _damaged_frames(data)
+    # thumbnails only for the top frames: each costs a decode of a full image and page weight
+    top_frames = [_top_frame(f, index_of, storage_dir) for f in damaged[: max(0, top)]]
+    # degrees to local metres at the reference latitude, for the page's own projection
     kx = EARTH_RADIUS_M * math.radians(1.0) * math.cos(math.radians(data.projection.lat0))
     ky = EARTH_RADIUS_M * math.radians(1.0)
     return {
@@ -177,7 +200,7 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         "footprints": footprints,
         "top": top_frames,
         "damaged_total": len(damaged),
-        "unlocated": unlocated,
+        "unlocated": _unlocated(data),
     }
 
 

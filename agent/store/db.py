@@ -2,7 +2,7 @@
 
 One file, ``<storage.dir>/skysift.db``, in WAL mode so that the sync loop, the MQTT publisher
 and ``skysift status`` read while ingest writes. The schema is created and upgraded by the
-numbered migrations below (``PRAGMA user_version`` records how far a file has come).
+numbered migrations of :mod:`agent.store.migrations` when a writable store opens it.
 
 Delivery state is kept per frame and per target (``gcs``, ``bigquery``, ``mqtt``) in the
 ``deliveries`` table. A frame with no ``done`` delivery for a target is *pending* for it, so a
@@ -24,6 +24,8 @@ from typing import Any
 
 import sqlite_utils
 
+from agent.store.migrations import atomic, migrate
+
 FRAME_STATUSES = ("classified", "rejected")
 GEO_SOURCES = ("exif", "track", "telemetry", "none")
 
@@ -31,173 +33,6 @@ GEO_SOURCES = ("exif", "track", "telemetry", "none")
 def utcnow() -> str:
     """Current UTC time, ISO 8601 with milliseconds and a Z: sorts as text, parses everywhere."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-# --- migrations --------------------------------------------------------------------------------
-# Append only. Never edit a migration that has shipped: a device in the field may hold a file
-# at any version, and upgrades run in order from there.
-
-def _m1_initial(db: sqlite_utils.Database) -> None:
-    db["flights"].create(
-        {
-            "flight_id": str,
-            "name": str,
-            "source": str,
-            "started_at": str,
-            "ended_at": str,
-            "frames": int,
-            "classified": int,
-            "damaged": int,
-            "rejected": int,
-        },
-        pk="flight_id",
-        not_null={"name", "started_at"},
-        defaults={"frames": 0, "classified": 0, "damaged": 0, "rejected": 0},
-    )
-    db["runs"].create(
-        {
-            "run_id": str,
-            "started_at": str,
-            "ended_at": str,
-            "device_id": str,
-            "hostname": str,
-            "os": str,
-            "cpu_model": str,
-            "cores": int,
-            "memory_mb": int,
-            "python": str,
-            "engine": str,
-            "device": str,
-            "precision": str,
-            "model_sha256": str,
-            "versions": str,  # JSON: skysift, openvino, tensorflow, opencv, numpy
-        },
-        pk="run_id",
-    )
-    db["frames"].create(
-        {
-            "frame_id": str,
-            "flight_id": str,
-            "source": str,
-            "image_path": str,
-            "sha256": str,
-            "bytes": int,
-            "status": str,
-            "reason": str,
-            "label": str,
-            "p_damaged": float,
-            "tiles": int,
-            "damaged_tiles": int,
-            "tile_px": int,
-            "tile_grid": str,  # JSON list of rows of p_damaged
-            "width": int,
-            "height": int,
-            "lat": float,
-            "lon": float,
-            "alt": float,
-            "geo_source": str,
-            "captured_at": str,
-            "classified_at": str,
-            "engine": str,
-            "device": str,
-            "precision": str,
-            "inference_ms": float,
-            "total_ms": float,
-            "run_id": str,
-        },
-        pk="frame_id",
-        not_null={"flight_id", "source", "status", "classified_at"},
-        foreign_keys=[("flight_id", "flights", "flight_id"), ("run_id", "runs", "run_id")],
-    )
-    db["frames"].create_index(["flight_id", "classified_at"])
-    db["frames"].create_index(["status"])
-    db["deliveries"].create(
-        {
-            "target": str,
-            "frame_id": str,
-            "state": str,  # done | failed | dropped
-            "attempts": int,
-            "last_error": str,
-            "updated_at": str,
-            "detail": str,  # target-specific JSON, e.g. the GCS generation or the load job id
-        },
-        pk=("target", "frame_id"),
-        defaults={"attempts": 0},
-    )
-    db["deliveries"].create_index(["target", "state"])
-
-
-def _m2_sync_batches(db: sqlite_utils.Database) -> None:
-    # The sync outbox's batches (sync/batches.py): the set of keys and the exact payload of one
-    # remote write, fixed and committed here BEFORE the first attempt, so that a retry after a
-    # crash repeats the very same write (same BigQuery job id, same rows) and cannot duplicate.
-    db["sync_batches"].create(
-        {
-            "batch_id": str,  # random uuid, part of the remote job id
-            "target": str,  # bigquery, bigquery_flights
-            "keys": str,  # JSON list of frame_ids (or flight_ids), in order
-            "payload": str,  # JSON rows as sent; cleared once done
-            "attempt": int,  # bumped only when the remote reported the write failed
-            "state": str,  # open | done
-            "created_at": str,
-            "updated_at": str,
-            "detail": str,  # JSON: job id, output rows, last error
-        },
-        pk="batch_id",
-        not_null={"target", "keys", "state", "created_at"},
-        defaults={"attempt": 0},
-    )
-    db["sync_batches"].create_index(["target", "state"])
-
-
-def _m3_files(db: sqlite_utils.Database) -> None:
-    # The watched folder's files already recorded, by path and version (size, mtime_ns): a
-    # restart then skips them without reading and hashing every file again (gigabytes on an SD
-    # card). Only a cache: a row is written AFTER its frame is committed, so a crash between the
-    # two costs one extra read of that file, never a lost frame; the frames table stays the truth.
-    db["files"].create(
-        {"path": str, "size": int, "mtime_ns": int, "frame_id": str, "seen_at": str},
-        pk="path",
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches, _m3_files]
-
-
-@contextmanager
-def atomic(conn: sqlite3.Connection) -> Iterator[None]:
-    """One real transaction on ``conn``; nested uses join the outer one.
-
-    Opened explicitly (``BEGIN IMMEDIATE``): Python's sqlite3 opens transactions lazily, and
-    sqlite-utils 4 commits each write of ``Database.execute`` when no transaction is open yet,
-    so ``with conn:`` alone would commit statement by statement (a kill -9 in between would
-    leave a frame row without its flight count). IMMEDIATE takes the write lock up front, so
-    two writers wait for each other (busy timeout) instead of failing halfway.
-    """
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.rollback()
-        raise
-    else:
-        conn.commit()
-
-
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the schema to the latest version; return the version reached."""
-    current = db.execute("PRAGMA user_version").fetchone()[0]
-    for version, step in enumerate(MIGRATIONS, start=1):
-        if version <= current:
-            continue
-        with atomic(db.conn):  # one transaction per migration: a crash leaves the old version intact
-            step(db)
-            db.execute(f"PRAGMA user_version = {version}")
-    return len(MIGRATIONS)
 
 
 class Store:
