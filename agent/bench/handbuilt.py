@@ -23,18 +23,13 @@ def run(args: dict) -> None:
     OpenVINO model with u8 input on an AsyncInferQueue (THROUGHPUT hint), rows committed with
     ``executemany``. No EXIF, no de-duplication, no rejects, no flights: what the agent adds on
     top of this is what the comparison shows."""
-    import hashlib
-    import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
-    import cv2
     import numpy as np
     import openvino as ov
     import openvino.properties.hint as hints
-    from openvino.preprocess import PrePostProcessor
 
     from models.card import load_card
-    from models.openvino_engine import ir_kind
 
     t_start = time.perf_counter()
     card = load_card(args.get("model_path"))
@@ -43,42 +38,11 @@ def run(args: dict) -> None:
     bs = int(args.get("batch_size", 64))
     files = [p for p in sorted(Path(args["root"]).rglob("*")) if p.is_file()]
     precision = args.get("precision", "auto")
-    core = ov.Core()
-    kind = ir_kind(card, precision)  # the IR the agent runs for the same model.precision
-    model = core.read_model(card.path_for(kind))
-    model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
-    ppp = PrePostProcessor(model)
-    ppp.input().tensor().set_element_type(ov.Type.u8)
-    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(1 / card.scale)
-    config = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
-    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
-    if precision in types:
-        config[hints.inference_precision] = types[precision]
-    compiled = core.compile_model(ppp.build(), "CPU", config)
+    compiled, kind = _compile(card, bs, precision)
     startup_s = time.perf_counter() - t_start
 
-    def starts(n: int) -> list[int]:
-        return [0] if n <= px else [i * px for i in range((n - 1) // px)] + [n - px]
-
-    def load(path: Path):
-        data = path.read_bytes()
-        buf = np.frombuffer(data, np.uint8)
-        flag = cv2.IMREAD_GRAYSCALE
-        r = 1
-        for r_, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
-            if tile_px // r_ >= px:
-                flag, r = f, r_
-                break
-        img = cv2.imdecode(buf, flag)
-        if tile_px // r != px:
-            img = cv2.resize(img, (img.shape[1] * px // (tile_px // r), img.shape[0] * px // (tile_px // r)), interpolation=cv2.INTER_AREA)
-        tiles = np.stack([img[y : y + px, x : x + px] for y in starts(img.shape[0]) for x in starts(img.shape[1])])
-        return hashlib.sha256(data).hexdigest()[:32], str(path), tiles
-
-    con = sqlite3.connect(Path(args["db"]))
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("CREATE TABLE frames (frame_id TEXT PRIMARY KEY, source TEXT, p_damaged REAL, tiles INT)")
+    load = _loader(px, tile_px)
+    con = _open_db(Path(args["db"]))
     results: dict[int, np.ndarray] = {}
     queue = ov.AsyncInferQueue(compiled, 0)
     queue.set_callback(lambda req, i: results.__setitem__(i, req.get_output_tensor(0).data.reshape(-1).copy()))
@@ -113,11 +77,7 @@ def run(args: dict) -> None:
         loop_cpu = cpu_s() - c_loop
         # The same reads and decodes with nothing else: the ceiling the decoder alone sets on
         # this machine, measured in the same run (on 12 MP JPEGs it is the binding one).
-        t_dec, c_dec = time.perf_counter(), cpu_s()
-        for i in range(0, len(files), chunk):
-            for _ in pool.map(load, files[i : i + chunk]):
-                pass
-        decode_s, decode_cpu = time.perf_counter() - t_dec, cpu_s() - c_dec
+        decode_s, decode_cpu = _decode_only(pool, load, files, chunk)
     n = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
     con.close()
     emit(
@@ -136,3 +96,74 @@ def run(args: dict) -> None:
             "decode_only_cpu_ms_per_frame": decode_cpu * 1000 / max(len(files), 1),
         }
     )
+
+
+def _compile(card: Any, bs: int, precision: str) -> tuple[Any, str]:
+    """The card's IR for ``precision`` (as the agent picks it), static batch, u8 input, on CPU."""
+    import openvino as ov
+    import openvino.properties.hint as hints
+    from openvino.preprocess import PrePostProcessor
+
+    from models.openvino_engine import ir_kind
+
+    px = card.input_px
+    core = ov.Core()
+    kind = ir_kind(card, precision)  # the IR the agent runs for the same model.precision
+    model = core.read_model(card.path_for(kind))
+    model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8)
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(1 / card.scale)
+    config = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
+    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+    if precision in types:
+        config[hints.inference_precision] = types[precision]
+    compiled = core.compile_model(ppp.build(), "CPU", config)
+    return compiled, kind
+
+
+def _loader(px: int, tile_px: int) -> Any:
+    """A function path -> (frame id, source, tiles): OpenCV decode, DCT-reduced where it can."""
+    import hashlib
+
+    import cv2
+    import numpy as np
+
+    def starts(n: int) -> list[int]:
+        return [0] if n <= px else [i * px for i in range((n - 1) // px)] + [n - px]
+
+    def load(path: Path):
+        data = path.read_bytes()
+        buf = np.frombuffer(data, np.uint8)
+        flag = cv2.IMREAD_GRAYSCALE
+        r = 1
+        for r_, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+            if tile_px // r_ >= px:
+                flag, r = f, r_
+                break
+        img = cv2.imdecode(buf, flag)
+        if tile_px // r != px:
+            img = cv2.resize(img, (img.shape[1] * px // (tile_px // r), img.shape[0] * px // (tile_px // r)), interpolation=cv2.INTER_AREA)
+        tiles = np.stack([img[y : y + px, x : x + px] for y in starts(img.shape[0]) for x in starts(img.shape[1])])
+        return hashlib.sha256(data).hexdigest()[:32], str(path), tiles
+
+    return load
+
+
+def _open_db(path: Path) -> Any:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("CREATE TABLE frames (frame_id TEXT PRIMARY KEY, source TEXT, p_damaged REAL, tiles INT)")
+    return con
+
+
+def _decode_only(pool: Any, load: Any, files: list[Path], chunk: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the same reads and decodes with nothing else."""
+    t_dec, c_dec = time.perf_counter(), cpu_s()
+    for i in range(0, len(files), chunk):
+        for _ in pool.map(load, files[i : i + chunk]):
+            pass
+    return time.perf_counter() - t_dec, cpu_s() - c_dec
