@@ -233,26 +233,7 @@ class FolderSource(FrameSource):
             target = os.path.realpath(path)
             assert self._real_root is not None
             if not (target == str(self._real_root) or target.startswith(str(self._real_root) + os.sep)):
-                key = (path, target)
-                if key in self._refused:
-                    return []
-                self._refused.add(key)
-                log.warning("refused %s: symlink to %s, outside %s", path, target, self.root)
-                self._flights.add(flight_id)
-                digest = hashlib.sha256(f"symlink:{path}->{target}".encode()).hexdigest()
-                return [
-                    Frame(
-                        flight_id=flight_id,
-                        source=path,
-                        path=p,
-                        meta={
-                            "reject": "symlink_outside_root",
-                            "reject_message": f"symlink to {target}, outside the watched folder",
-                            "frame_id": digest[:32],
-                            **fmeta,
-                        },
-                    )
-                ]
+                return self._refuse(path, target, flight_id, fmeta)
             try:
                 st = os.stat(path)
             except OSError:
@@ -289,6 +270,29 @@ class FolderSource(FrameSource):
                 source=path,
                 path=p,
                 meta={"size": st.st_size, "mtime_ns": st.st_mtime_ns, **fmeta},
+            )
+        ]
+
+    def _refuse(self, path: str, target: str, flight_id: str, fmeta: dict) -> list[Frame]:
+        """A symlink out of the root: handed over once as a rejected frame, never read."""
+        key = (path, target)
+        if key in self._refused:
+            return []
+        self._refused.add(key)
+        log.warning("refused %s: symlink to %s, outside %s", path, target, self.root)
+        self._flights.add(flight_id)
+        digest = hashlib.sha256(f"symlink:{path}->{target}".encode()).hexdigest()
+        return [
+            Frame(
+                flight_id=flight_id,
+                source=path,
+                path=Path(path),
+                meta={
+                    "reject": "symlink_outside_root",
+                    "reject_message": f"symlink to {target}, outside the watched folder",
+                    "frame_id": digest[:32],
+                    **fmeta,
+                },
             )
         ]
 

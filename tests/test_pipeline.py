@@ -370,3 +370,87 @@ def test_storage_budget_reached_pauses_ingest(tmp_path: Path, aerial_tiles, clas
         t.join(timeout=20)
     assert code == [0]
     assert "budget" in reasons[0]
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+
+def _jobs(cfg, paths: list[Path], classifier) -> list:
+    from agent.ingest import Counts, Decoder, Reader
+    from drivers.base import Frame
+
+    counts = Counts()
+    reader = Reader(cfg.model.max_file_mb, counts)
+    decoder = Decoder(cfg.model, classifier.input_px, cfg.geotag.camera_timezone, counts)
+    jobs = [reader.read(Frame(flight_id="f", source=str(p), path=p)) for p in paths]
+    for job in jobs:
+        decoder.decode(job)
+    return jobs
+
+
+def test_row_keys_are_the_frames_table_columns(tmp_path: Path, aerial_tiles, classifier) -> None:
+    """One column list: the row builder's keys and a fresh database's frames table agree with it."""
+    from agent.ingest import ClassifierStage, Counts, build_row
+    from agent.store.columns import FRAME_COLUMNS
+
+    cfg = make_cfg(tmp_path, tmp_path)
+    jobs = _jobs(cfg, [aerial_tiles["damaged"][0], tmp_path / "missing.png"], classifier)
+    ClassifierStage(classifier, Counts()).classify(jobs)
+    rows = [build_row(j, "f", "2026-01-01T00:00:00.000Z", positions=[], run_id=None) for j in jobs]
+    assert [r["status"] for r in rows] == ["classified", "rejected"]
+    assert all(tuple(r) == FRAME_COLUMNS for r in rows)
+    store = Store(tmp_path / "fresh.db")
+    table = tuple(c[1] for c in store.db.execute("PRAGMA table_info(frames)"))
+    store.close()
+    assert table == FRAME_COLUMNS
+
+
+class FailingBatches:
+    """The real classifier, failing every batch of more than one frame and every frame in ``bad``."""
+
+    def __init__(self, inner, bad: set[str]):
+        self.inner, self.bad = inner, bad
+
+    @property
+    def input_px(self) -> int:
+        return self.inner.input_px
+
+    def classify(self, images):
+        if len(images) > 1 or images[0].sha256 in self.bad:
+            raise RuntimeError("engine failed")
+        return self.inner.classify(images)
+
+    def submit(self, images):
+        return images
+
+    def collect(self, pending):
+        return self.classify(pending)
+
+
+def test_classifier_stage_retries_one_by_one_and_stops_when_all_fail(
+    tmp_path: Path, aerial_tiles, classifier
+) -> None:
+    from agent.ingest import ClassifierStage, Counts, PipelineError
+
+    cfg = make_cfg(tmp_path, tmp_path)
+    jobs = _jobs(cfg, aerial_tiles["undamaged"][:3], classifier)
+    stage = ClassifierStage(FailingBatches(classifier, {jobs[1].sha256}), Counts())
+    stage.collect(stage.submit(jobs))
+    assert [j.result is not None for j in jobs] == [True, False, True]
+    assert jobs[1].reject is not None and jobs[1].reject.reason == "inference_error"
+    every = _jobs(cfg, aerial_tiles["undamaged"][3:5], classifier)
+    stage = ClassifierStage(FailingBatches(classifier, {j.sha256 for j in every}), Counts())
+    with pytest.raises(PipelineError, match="fails on every frame"):
+        stage.classify(every)
+
+
+def test_queue_depths_are_published_by_name(tmp_path: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for t in aerial_tiles["damaged"][:3]:
+        shutil.copy(t, inbox)
+    cfg = make_cfg(tmp_path, inbox)
+    agent = Agent(cfg, classifier=classifier)
+    assert agent.run(once=True) == 0
+    assert agent.ctx.stats.frames_committed == 3
+    assert agent.ctx.stats.queue_depths == {"source": 0, "decoded": 0, "classified": 0}

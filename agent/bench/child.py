@@ -6,8 +6,8 @@ RSS (``VmHWM`` of this process only: no orchestrator pages, no TensorFlow loaded
 measurement) and a true cold start. Modes:
 
 - ``agent``: the real agent, ``skysift -c CONFIG run --once``, in this process.
-- ``stages``: the pipeline's stages called one after another on the same folder (discover,
-  decode, classify, geotag, commit), timed separately: where the time goes.
+- ``stages``: the pipeline's own stages called one after another on the same folder
+  (discover, read and decode, classify, geotag, commit), timed separately: where the time goes.
 - ``engine``: per-image inference time of one engine/device/precision on the shared tiles.
 - ``baseline``: the 2020 loop (``cv2.imread``, ``cv2.resize``, Keras ``model.predict`` per image).
 
@@ -133,147 +133,72 @@ def mode_agent(args: dict) -> None:
 
 # --- stages ------------------------------------------------------------------------------------
 
-def _discover(root: Path) -> list[tuple[str, Path]]:
-    """(flight, path) of every visible file, one flight per subfolder (as the folder source)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        flight = rel.parts[0] if rel.parts else root.name
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            out.append((flight, Path(dirpath) / name))
-    return out
-
-
 def mode_stages(args: dict) -> None:
+    """The agent's own stages (folder discovery, reader, decoder, classifier stage, committer)
+    called one after another on the same folder, each timed: where the time goes."""
     t_start = time.perf_counter()
+    import threading
+
+    from agent import ingest
     from agent.core.config import load_config
-    from agent.core.errors import ImageError
-    from agent.imaging.decode import read_image_file
-    from agent.imaging.geotag import geotag
-    from agent.store.db import Store, utcnow
+    from agent.core.events import EventBus
+    from agent.core.runtime import AgentContext, Stats
+    from agent.store.db import Store
+    from drivers.folder import FolderSource
     from models.factory import create_frame_classifier
 
     cfg = load_config(args["config"])
-    root = Path(args["root"])
     chunk = int(args.get("chunk_frames", 64))
     t_import = time.perf_counter() - t_start
 
     t = time.perf_counter()
-    cache = cfg.model.cache_dir or cfg.storage.dir / "ov-cache"
-    clf = create_frame_classifier(cfg.model, cache)
+    clf = create_frame_classifier(cfg.model, cfg.model.cache_dir or cfg.storage.dir / "ov-cache")
     t_compile = time.perf_counter() - t
+    ctx = AgentContext(cfg=cfg, bus=EventBus(), stats=Stats(), stop=threading.Event())
+    counts = ingest.Counts()
+    reader = ingest.Reader(cfg.model.max_file_mb, counts)
+    decoder = ingest.Decoder(cfg.model, clf.input_px, cfg.geotag.camera_timezone, counts)
+    classifier = ingest.ClassifierStage(clf, counts)
+    flights = ingest.FlightTracker(ctx, cfg.db_path)
+    committer = ingest.Committer(ctx, flights, ingest.SpaceGuard(ctx), ingest.InFlight(), counts)
     store = Store(cfg.db_path)
-    input_px = clf.card.input_px if getattr(clf, "card", None) is not None else 128
 
-    stage = {"discover": 0.0, "read_decode": 0.0, "classify": 0.0, "geotag": 0.0, "commit": 0.0}
+    stage = dict.fromkeys(("discover", "read_decode", "classify", "geotag", "commit"), 0.0)
     t = time.perf_counter()
-    files = _discover(root)
+    source = FolderSource(args["root"], settle_seconds=0.0, use_watcher=False)
+    frames = list(source.frames(ctx.stop, once=True))
     stage["discover"] = time.perf_counter() - t
 
     first_result_s = None
-    n_classified = n_rejected = n_damaged = tiles = 0
+    committed: list[dict[str, Any]] = []
     t_loop = time.perf_counter()
-    for i in range(0, len(files), chunk):
-        part = files[i : i + chunk]
+    for i in range(0, len(frames), chunk):
         t = time.perf_counter()
-        decoded, rejected = [], []
-        for flight, path in part:
-            try:
-                img = read_image_file(
-                    path,
-                    max_file_bytes=int(cfg.model.max_file_mb * 1024 * 1024),
-                    tile_px=cfg.model.tile_px,
-                    input_px=input_px,
-                    max_pixels=cfg.model.max_pixels,
-                    camera_timezone=cfg.geotag.camera_timezone,
-                )
-                decoded.append((flight, path, img))
-            except ImageError as exc:
-                rejected.append((flight, path, exc))
+        jobs = [reader.read(f) for f in frames[i : i + chunk]]
+        for job in jobs:
+            if job.reject is None:
+                decoder.decode(job)
         stage["read_decode"] += time.perf_counter() - t
-
         t = time.perf_counter()
-        results = clf.classify([d[2] for d in decoded]) if decoded else []
+        classifier.classify(jobs)
         stage["classify"] += time.perf_counter() - t
-
-        t = time.perf_counter()
-        geo = [geotag(img.exif, img.exif.captured_at, []) for _, _, img in decoded]
-        stage["geotag"] += time.perf_counter() - t
-
-        t = time.perf_counter()
-        now = utcnow()
-        rows = []
-        for (flight, path, img), res, (lat, lon, alt, src) in zip(decoded, results, geo, strict=True):
-            rows.append(
-                {
-                    "frame_id": img.sha256[:32],
-                    "flight_id": flight,
-                    "source": str(path),
-                    "image_path": str(path),
-                    "sha256": img.sha256,
-                    "bytes": img.bytes,
-                    "status": "classified",
-                    "label": res.label,
-                    "p_damaged": res.p_damaged,
-                    "tiles": res.tiles,
-                    "damaged_tiles": res.damaged_tiles,
-                    "tile_px": res.tile_px,
-                    "tile_grid": res.grid,
-                    "width": res.width,
-                    "height": res.height,
-                    "lat": lat,
-                    "lon": lon,
-                    "alt": alt,
-                    "geo_source": src,
-                    "captured_at": img.exif.captured_at,
-                    "classified_at": now,
-                    "engine": res.engine,
-                    "device": res.device,
-                    "precision": res.precision,
-                    "inference_ms": res.inference_ms,
-                }
-            )
-            n_classified += 1
-            n_damaged += res.label == "damaged"
-            tiles += res.tiles
-        for flight, path, exc in rejected:
-            rows.append(
-                {
-                    "frame_id": f"rejected-{path.name}",
-                    "flight_id": flight,
-                    "source": str(path),
-                    "status": "rejected",
-                    "reason": f"{exc.reason}: {exc}",
-                    "classified_at": now,
-                }
-            )
-            n_rejected += 1
-        store.add_frames(rows)
-        stage["commit"] += time.perf_counter() - t
+        committed += committer.process(store, jobs)  # times its row building as "geotag"
         if first_result_s is None:
             first_result_s = since_spawn_s()
     loop_s = time.perf_counter() - t_loop
-    n = n_classified + n_rejected
+    stage["geotag"], stage["commit"] = counts.timings["geotag"], counts.timings["commit"]
+    classified = [r for r in committed if r["status"] == "classified"]
     emit(
         {
-            "frames": n,
-            "classified": n_classified,
-            "rejected": n_rejected,
-            "damaged": n_damaged,
-            "tiles": tiles,
+            "frames": len(frames),
+            "classified": len(classified),
+            "rejected": len(committed) - len(classified),
+            "damaged": sum(r["label"] == "damaged" for r in classified),
+            "tiles": sum(r["tiles"] for r in classified),
             "rows_in_db": store.count_frames(),
-            "import_s": t_import,
-            "compile_s": t_compile,
-            "first_result_s": first_result_s,
-            "loop_s": loop_s,
-            "stage_s": stage,
-            "engine": clf.engine,
-            "device": clf.device,
-            "precision": clf.precision,
-            "chunk_frames": chunk,
+            "import_s": t_import, "compile_s": t_compile, "first_result_s": first_result_s,
+            "loop_s": loop_s, "stage_s": stage, "chunk_frames": chunk,
+            "engine": clf.engine, "device": clf.device, "precision": clf.precision,
         }
     )
     store.close()
@@ -368,131 +293,13 @@ def mode_engine(args: dict) -> None:
     clf.close()
 
 
-def precision_name(t: Any) -> str:
-    return {"f32": "f32", "bf16": "bf16", "f16": "f16"}.get(str(t.get_type_name() if hasattr(t, "get_type_name") else t), str(t))
-
-
 # --- hand-built reference ----------------------------------------------------------------------
 
 def mode_handbuilt(args: dict) -> None:
-    """The shortest fast pipeline one would write by hand, as the yardstick for the agent in the
-    same run: OpenCV decode (DCT-reduced for big JPEGs) in a thread pool, a static-batch
-    OpenVINO model with u8 input on an AsyncInferQueue (THROUGHPUT hint), rows committed with
-    ``executemany``. No EXIF, no de-duplication, no rejects, no flights: what the agent adds on
-    top of this is what the comparison shows."""
-    import hashlib
-    import sqlite3
-    from concurrent.futures import ThreadPoolExecutor
+    """The shortest fast pipeline one would write by hand: see :mod:`agent.bench.handbuilt`."""
+    from agent.bench.handbuilt import run
 
-    import cv2
-    import numpy as np
-    import openvino as ov
-    import openvino.properties.hint as hints
-    from openvino.preprocess import PrePostProcessor
-
-    from models.card import load_card
-    from models.openvino_engine import ir_kind
-
-    t_start = time.perf_counter()
-    card = load_card(args.get("model_path"))
-    px = card.input_px
-    tile_px = int(args["tile_px"])
-    bs = int(args.get("batch_size", 64))
-    files = [p for p in sorted(Path(args["root"]).rglob("*")) if p.is_file()]
-    precision = args.get("precision", "auto")
-    core = ov.Core()
-    kind = ir_kind(card, precision)  # the IR the agent runs for the same model.precision
-    model = core.read_model(card.path_for(kind))
-    model.reshape({model.input(0).get_any_name(): ov.PartialShape([bs, px, px, 1])})
-    ppp = PrePostProcessor(model)
-    ppp.input().tensor().set_element_type(ov.Type.u8)
-    ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(1 / card.scale)
-    config = {hints.performance_mode: hints.PerformanceMode.THROUGHPUT}
-    types = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
-    if precision in types:
-        config[hints.inference_precision] = types[precision]
-    compiled = core.compile_model(ppp.build(), "CPU", config)
-    startup_s = time.perf_counter() - t_start
-
-    def starts(n: int) -> list[int]:
-        return [0] if n <= px else [i * px for i in range((n - 1) // px)] + [n - px]
-
-    def load(path: Path):
-        data = path.read_bytes()
-        buf = np.frombuffer(data, np.uint8)
-        flag = cv2.IMREAD_GRAYSCALE
-        r = 1
-        for r_, f in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
-            if tile_px // r_ >= px:
-                flag, r = f, r_
-                break
-        img = cv2.imdecode(buf, flag)
-        if tile_px // r != px:
-            img = cv2.resize(img, (img.shape[1] * px // (tile_px // r), img.shape[0] * px // (tile_px // r)), interpolation=cv2.INTER_AREA)
-        tiles = np.stack([img[y : y + px, x : x + px] for y in starts(img.shape[0]) for x in starts(img.shape[1])])
-        return hashlib.sha256(data).hexdigest()[:32], str(path), tiles
-
-    con = sqlite3.connect(Path(args["db"]))
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("CREATE TABLE frames (frame_id TEXT PRIMARY KEY, source TEXT, p_damaged REAL, tiles INT)")
-    results: dict[int, np.ndarray] = {}
-    queue = ov.AsyncInferQueue(compiled, 0)
-    queue.set_callback(lambda req, i: results.__setitem__(i, req.get_output_tensor(0).data.reshape(-1).copy()))
-    first_result_s = None
-    tiles_per = len(load(files[0])[2]) if files else 1
-    chunk = max(1, 1024 // tiles_per)
-    t_loop, c_loop = time.perf_counter(), cpu_s()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        # The next chunk decodes while this one is inferred and committed.
-        ahead = [pool.submit(load, f) for f in files[:chunk]]
-        for i in range(0, len(files), chunk):
-            loaded = [f.result() for f in ahead]
-            ahead = [pool.submit(load, f) for f in files[i + chunk : i + 2 * chunk]]
-            tiles = np.concatenate([t for _, _, t in loaded])
-            pad = (-len(tiles)) % bs
-            if pad:
-                tiles = np.concatenate([tiles, np.zeros((pad, px, px), np.uint8)])
-            results.clear()
-            for j in range(0, len(tiles), bs):
-                queue.start_async({0: tiles[j : j + bs, :, :, None]}, j // bs)
-            queue.wait_all()
-            p = np.concatenate([results[k] for k in range(len(results))])
-            rows, at = [], 0
-            for fid, src, t in loaded:
-                rows.append((fid, src, float(1 - p[at : at + len(t)].min()), len(t)))
-                at += len(t)
-            with con:
-                con.executemany("INSERT OR IGNORE INTO frames VALUES (?, ?, ?, ?)", rows)
-            if first_result_s is None:
-                first_result_s = since_spawn_s()
-        loop_s = time.perf_counter() - t_loop
-        loop_cpu = cpu_s() - c_loop
-        # The same reads and decodes with nothing else: the ceiling the decoder alone sets on
-        # this machine, measured in the same run (on 12 MP JPEGs it is the binding one).
-        t_dec, c_dec = time.perf_counter(), cpu_s()
-        for i in range(0, len(files), chunk):
-            for _ in pool.map(load, files[i : i + chunk]):
-                pass
-        decode_s, decode_cpu = time.perf_counter() - t_dec, cpu_s() - c_dec
-    n = con.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-    con.close()
-    emit(
-        {
-            "frames": len(files),
-            "rows_in_db": n,
-            "tiles_per_frame": tiles_per,
-            "precision": precision_name(compiled.get_property(hints.inference_precision))
-            if kind != "openvino_int8" else "int8",
-            "startup_s": startup_s,
-            "first_result_s": first_result_s,
-            "loop_s": loop_s,
-            "frames_per_s": len(files) / loop_s if loop_s else None,
-            "cpu_ms_per_frame": loop_cpu * 1000 / max(len(files), 1),
-            "decode_only_frames_per_s": len(files) / decode_s if decode_s else None,
-            "decode_only_cpu_ms_per_frame": decode_cpu * 1000 / max(len(files), 1),
-        }
-    )
+    run(args)
 
 
 # --- the 2020 baseline -------------------------------------------------------------------------

@@ -12,16 +12,17 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the handler imports them: `skysift --help` stays fast
+    from agent.ingest import ClassifierStage, Decoder, Job
 
 log = logging.getLogger(__name__)
 
 #: extensions picked up when walking a folder (a file named on the command line is always tried)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-#: frames decoded and classified together (their tiles share batches), bounded in count and in
-#: decoded pixels so a folder of 12 MP frames does not hold gigabytes of arrays at once
-CHUNK_FRAMES = 16
-CHUNK_PIXELS = 48_000_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,118 +80,89 @@ def _model_cfg(args: argparse.Namespace, cfg):
 
 def run(args: argparse.Namespace) -> int:
     from agent.cli.common import load
-    from agent.core.errors import ImageError, InferenceError
-    from agent.imaging.decode import read_image_file
+    from agent.ingest import BatchSizer, ClassifierStage, Counts, Decoder, Reader, build_row
+    from agent.store.db import utcnow
+    from drivers.base import Frame
     from models.factory import create_frame_classifier
 
     cfg = load(args)
     mcfg = _model_cfg(args, cfg)
     cache_dir = mcfg.cache_dir or cfg.storage.dir / "ov-cache"
     fc = create_frame_classifier(mcfg, cache_dir)
-    decode_kw = {
-        "tile_px": mcfg.tile_px,
-        "input_px": fc.input_px,
-        "max_pixels": mcfg.max_pixels,
-        "camera_timezone": cfg.geotag.camera_timezone,
-    }
-    max_bytes = int(mcfg.max_file_mb * 1024 * 1024)
-    counts = {"damaged": 0, "undamaged": 0, "failed": 0}
+    # The agent's own stages, so that a file classified here gets the agent's answer.
+    counts = Counts()
+    reader = Reader(mcfg.max_file_mb, counts)
+    decoder = Decoder(mcfg, fc.input_px, cfg.geotag.camera_timezone, counts)
+    stage = ClassifierStage(fc, counts)
+    sizer = BatchSizer()
+    tally = {"damaged": 0, "undamaged": 0, "failed": 0}
     out = sys.stdout
-
-    def emit(row: dict) -> None:
-        if row["error"]:
-            counts["failed"] += 1
-        else:
-            counts[row["label"]] += 1
-        if args.json:
-            if not args.grid:
-                row.pop("grid", None)
-            out.write(json.dumps(row) + "\n")
-        else:
-            out.write(_human(row) + "\n")
-        out.flush()
-
-    chunk: list[tuple[Path, object]] = []
-
-    def flush() -> None:
-        ok = [(p, d) for p, d in chunk if not isinstance(d, ImageError)]
-        results: dict[Path, object] = {}
-        if ok:
-            try:
-                for (p, _), r in zip(ok, fc.classify([d for _, d in ok]), strict=True):
-                    results[p] = r
-            except InferenceError as exc:
-                for p, _ in ok:
-                    results[p] = ImageError("inference", str(exc))
-        for p, d in chunk:
-            emit(_row(p, d, results.get(p, d)))
-        chunk.clear()
-
     try:
-        for path in iter_images(args.paths):
-            try:
-                decoded = read_image_file(path, max_file_bytes=max_bytes, **decode_kw)
-            except ImageError as exc:
-                decoded = exc
-            chunk.append((path, decoded))
-            pixels = sum(d.gray.size for _, d in chunk if not isinstance(d, ImageError))
-            if len(chunk) >= CHUNK_FRAMES or pixels >= CHUNK_PIXELS:
-                flush()
-        flush()
+        paths = iter_images(args.paths)
+        while batch := list(islice(paths, sizer.frames)):
+            jobs = [reader.read(Frame(flight_id="", source=str(p), path=p)) for p in batch]
+            _classify(jobs, decoder, stage)
+            sizer.update(jobs)
+            now = utcnow()
+            for job in jobs:
+                row = _result(job, build_row(
+                    job, "", now, positions=[], run_id=None, clock_offset_s=cfg.geotag.clock_offset_s
+                ))
+                tally["failed" if row["error"] else row["label"]] += 1
+                if args.json:
+                    if not args.grid:
+                        row.pop("grid", None)
+                    out.write(json.dumps(row) + "\n")
+                else:
+                    out.write(_human(row) + "\n")
+                out.flush()
     finally:
         fc.close()
-    total = sum(counts.values())
+    total = sum(tally.values())
     print(
-        f"{total} image(s): {counts['damaged']} damaged, {counts['undamaged']} undamaged, "
-        f"{counts['failed']} failed [{fc.engine}/{fc.device} {fc.precision}]",
+        f"{total} image(s): {tally['damaged']} damaged, {tally['undamaged']} undamaged, "
+        f"{tally['failed']} failed [{fc.engine}/{fc.device} {fc.precision}]",
         file=sys.stderr,
     )
-    return 1 if counts["failed"] or total == 0 else 0
+    return 1 if tally["failed"] or total == 0 else 0
 
 
-def _row(path: Path, decoded, result) -> dict:
-    from agent.core.errors import ImageError
+def _classify(jobs: list[Job], decoder: Decoder, stage: ClassifierStage) -> None:
+    """Decode and classify ``jobs`` in place; a file is never silently left out."""
+    from agent.ingest import PipelineError, Reject
 
-    row: dict = {
-        "path": str(path),
-        "label": None,
-        "p_damaged": None,
-        "engine": None,
-        "device": None,
-        "precision": None,
-        "tiles": None,
-        "damaged_tiles": None,
-        "width": None,
-        "height": None,
-        "lat": None,
-        "lon": None,
-        "alt": None,
-        "captured_at": None,
-        "inference_ms": None,
-        "sha256": None,
-        "error": None,
-    }
-    if not isinstance(decoded, ImageError):
-        ex = decoded.exif
-        row.update(
-            width=decoded.width, height=decoded.height, lat=ex.lat, lon=ex.lon, alt=ex.alt,
-            captured_at=ex.captured_at, sha256=decoded.sha256,
-        )
-    if isinstance(result, ImageError):
-        row["error"] = {"reason": result.reason, "message": str(result)}
-        return row
-    row.update(
-        label=result.label,
-        p_damaged=round(result.p_damaged, 5),
-        engine=result.engine,
-        device=result.device,
-        precision=result.precision,
-        tiles=result.tiles,
-        damaged_tiles=result.damaged_tiles,
-        inference_ms=round(result.inference_ms, 3),
-        grid=result.grid,
-    )
-    return row
+    for job in jobs:
+        if job.changed and job.reject is None:
+            job.reject = Reject("unreadable", f"{job.frame.source} changed while being read")
+        if job.reject is None:
+            decoder.decode(job)
+    try:
+        stage.classify(jobs)
+    except PipelineError as exc:  # the agent would stop; here every frame of the batch failed
+        for job in jobs:
+            if job.classifiable and job.result is None:
+                job.reject = Reject("inference_error", str(exc))
+
+
+#: the JSON fields taken from the frame's row as they are
+ROW_FIELDS = (
+    "label", "p_damaged", "engine", "device", "precision", "tiles", "damaged_tiles", "width",
+    "height", "lat", "lon", "alt", "captured_at", "inference_ms", "sha256",
+)
+
+
+def _result(job: Job, row: dict) -> dict:
+    """One output line's fields, from the row the agent would commit for this file."""
+    from agent.ingest import Reject
+
+    res: dict = {"path": job.frame.source, **{k: row[k] for k in ROW_FIELDS}, "error": None}
+    if row["status"] == "rejected":
+        reason, message = job.reject or Reject("unclassified", "no result")
+        res["error"] = {"reason": reason, "message": message}
+        return res
+    res["p_damaged"] = round(row["p_damaged"], 5)
+    res["grid"] = row["tile_grid"]
+    return res
 
 
 def _human(row: dict) -> str:

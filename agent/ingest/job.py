@@ -1,0 +1,79 @@
+"""What travels between the ingest stages: one :class:`Job` per frame, and the shared counters."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from agent.core.errors import SkysiftError, StorageFull
+from agent.imaging.decode import DecodedImage
+from drivers.base import Frame
+from models.base import FrameResult
+
+#: the stages whose time is summed in :attr:`Counts.timings` (``skysift bench`` reports them)
+STAGES = ("read", "decode", "classify", "geotag", "commit")
+
+
+class PipelineError(SkysiftError):
+    """The pipeline cannot go on (the classifier fails on every frame, the database is broken)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the ways a full disk shows up: our own StorageFull, ENOSPC/EDQUOT, SQLite's."""
+    if isinstance(exc, StorageFull):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        msg = str(exc).lower()
+        return "disk is full" in msg or "disk full" in msg or "no space" in msg
+    return False
+
+
+class Reject(NamedTuple):
+    """Why a frame is stored as rejected: a short code for the ``reason`` column, and the
+    human explanation for the log."""
+
+    reason: str
+    message: str
+
+
+@dataclass
+class Job:
+    """One frame on its way from the source to its committed row."""
+
+    frame: Frame
+    started: float  # perf_counter when its read began (the row's total_ms counts from here)
+    frame_id: str = ""
+    sha256: str | None = None
+    size: int | None = None
+    data: bytes | None = None  # the file bytes until decoded (camera frames: until saved)
+    image: DecodedImage | None = None
+    reject: Reject | None = None
+    result: FrameResult | None = None  # set by the classifier stage
+    #: changed or vanished while being read: not recorded, the source hands it over again
+    changed: bool = False
+    #: copies of this content met while it was on its way; recorded as files once it commits
+    copies: list[Job] = field(default_factory=list)
+    read_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    @property
+    def classifiable(self) -> bool:
+        return self.reject is None and self.image is not None
+
+    @property
+    def camera(self) -> bool:
+        return bool(self.frame.meta.get("camera"))
+
+
+@dataclass
+class Counts:
+    """Progress counters of one pipeline, written by its stages (each by one thread)."""
+
+    backlog: int = 0  # frames handed over by the source so far
+    handled: int = 0  # frames fully dealt with: committed, or skipped as duplicates
+    duplicates: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
