@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.bench.child import summarize
 from agent.bench.engines import engine_specs
 from agent.bench.measure import _db_summary
+from agent.bench.protocol import summarize
 from agent.bench.report import to_markdown
 from agent.bench.runner import BenchOptions
 from agent.bench.workloads import make_frames, make_tiles

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.bench.child import cpu_s, emit, since_spawn_s
+from agent.bench.protocol import cpu_s, emit, since_spawn_s
 
 
 def precision_name(t: Any) -> str:

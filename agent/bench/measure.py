@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from agent.bench.child import RESULT_PREFIX, T0_ENV, summarize
 from agent.bench.options import ROOT, BenchError, BenchOptions
+from agent.bench.protocol import RESULT_PREFIX, T0_ENV, summarize
 from agent.bench.workloads import Workload
 
 log = logging.getLogger(__name__)
