@@ -16,50 +16,83 @@ import json
 import math
 from typing import Any
 
-# (name, type, mode, description)
-FRAME_FIELDS: list[tuple[str, str, str, str]] = [
-    ("frame_id", "STRING", "REQUIRED", "First 32 hex chars of the image's sha256"),
-    ("flight_id", "STRING", "REQUIRED", "Flight (a folder, or a started/ended camera flight)"),
-    ("device_id", "STRING", "REQUIRED", "The device that classified the frame (config device_id)"),
-    ("source", "STRING", "NULLABLE", "folder or camera"),
-    ("image_path", "STRING", "NULLABLE", "Path of the image on the device"),
-    ("gcs_uri", "STRING", "NULLABLE", "gs:// URI of the image when it is uploaded"),
-    ("sha256", "STRING", "NULLABLE", "sha256 of the image file"),
-    ("bytes", "INT64", "NULLABLE", "File size"),
-    ("status", "STRING", "REQUIRED", "classified or rejected"),
-    ("reason", "STRING", "NULLABLE", "Why a frame was rejected"),
-    ("label", "STRING", "NULLABLE", "damaged or undamaged"),
-    ("p_damaged", "FLOAT64", "NULLABLE", "Frame probability of damage"),
-    ("tiles", "INT64", "NULLABLE", "Tiles classified"),
-    ("damaged_tiles", "INT64", "NULLABLE", "Tiles above the threshold"),
-    ("tile_px", "INT64", "NULLABLE", "Tile size in original pixels"),
-    ("tile_grid", "JSON", "NULLABLE", "Rows of per-tile p_damaged"),
-    ("width", "INT64", "NULLABLE", "Original width"),
-    ("height", "INT64", "NULLABLE", "Original height"),
-    ("lat", "FLOAT64", "NULLABLE", "WGS84 latitude"),
-    ("lon", "FLOAT64", "NULLABLE", "WGS84 longitude"),
-    ("alt", "FLOAT64", "NULLABLE", "Altitude (m)"),
-    ("position", "GEOGRAPHY", "NULLABLE", "POINT(lon lat)"),
-    ("geo_source", "STRING", "NULLABLE", "exif, track, telemetry or none"),
-    ("captured_at", "TIMESTAMP", "NULLABLE", "Capture time (UTC)"),
-    ("classified_at", "TIMESTAMP", "REQUIRED", "Classification time (UTC)"),
-    ("capture_date", "DATE", "NULLABLE", "Partition: date of captured_at, else classified_at"),
-    ("engine", "STRING", "NULLABLE", "openvino or tensorflow"),
-    ("device", "STRING", "NULLABLE", "Inference device"),
-    ("precision", "STRING", "NULLABLE", "Effective precision"),
-    ("inference_ms", "FLOAT64", "NULLABLE", "Model time for the frame"),
-    ("total_ms", "FLOAT64", "NULLABLE", "Decode + tiles + model"),
-    ("run_id", "STRING", "NULLABLE", "Agent run that produced the row"),
-    ("hostname", "STRING", "NULLABLE", "Run system field"),
-    ("os", "STRING", "NULLABLE", "Run system field"),
-    ("cpu_model", "STRING", "NULLABLE", "Run system field"),
-    ("cores", "INT64", "NULLABLE", "Run system field"),
-    ("memory_mb", "INT64", "NULLABLE", "Run system field"),
-    ("python", "STRING", "NULLABLE", "Run system field"),
-    ("model_sha256", "STRING", "NULLABLE", "Run system field: the model file hash"),
-    ("versions", "JSON", "NULLABLE", "Run system field: library versions"),
-    ("synced_at", "TIMESTAMP", "REQUIRED", "When the row entered its outbox batch"),
-]
+from agent.store.columns import FRAME_COLUMNS
+
+#: BigQuery type, mode and description of every local frame column. The column list itself is
+#: agent.store.columns.FRAME_COLUMNS: a column added there without an entry here fails at import,
+#: not at the first load job.
+_LOCAL: dict[str, tuple[str, str, str]] = {
+    "frame_id": ("STRING", "REQUIRED", "First 32 hex chars of the image's sha256"),
+    "flight_id": ("STRING", "REQUIRED", "Flight (a folder, or a started/ended camera flight)"),
+    "source": ("STRING", "NULLABLE", "folder or camera"),
+    "image_path": ("STRING", "NULLABLE", "Path of the image on the device"),
+    "sha256": ("STRING", "NULLABLE", "sha256 of the image file"),
+    "bytes": ("INT64", "NULLABLE", "File size"),
+    "status": ("STRING", "REQUIRED", "classified or rejected"),
+    "reason": ("STRING", "NULLABLE", "Why a frame was rejected"),
+    "label": ("STRING", "NULLABLE", "damaged or undamaged"),
+    "p_damaged": ("FLOAT64", "NULLABLE", "Frame probability of damage"),
+    "tiles": ("INT64", "NULLABLE", "Tiles classified"),
+    "damaged_tiles": ("INT64", "NULLABLE", "Tiles above the threshold"),
+    "tile_px": ("INT64", "NULLABLE", "Tile size in original pixels"),
+    "tile_grid": ("JSON", "NULLABLE", "Rows of per-tile p_damaged"),
+    "width": ("INT64", "NULLABLE", "Original width"),
+    "height": ("INT64", "NULLABLE", "Original height"),
+    "lat": ("FLOAT64", "NULLABLE", "WGS84 latitude"),
+    "lon": ("FLOAT64", "NULLABLE", "WGS84 longitude"),
+    "alt": ("FLOAT64", "NULLABLE", "Altitude (m)"),
+    "geo_source": ("STRING", "NULLABLE", "exif, track, telemetry or none"),
+    "captured_at": ("TIMESTAMP", "NULLABLE", "Capture time (UTC)"),
+    "classified_at": ("TIMESTAMP", "REQUIRED", "Classification time (UTC)"),
+    "engine": ("STRING", "NULLABLE", "openvino or tensorflow"),
+    "device": ("STRING", "NULLABLE", "Inference device"),
+    "precision": ("STRING", "NULLABLE", "Effective precision"),
+    "inference_ms": ("FLOAT64", "NULLABLE", "Model time for the frame"),
+    "total_ms": ("FLOAT64", "NULLABLE", "Decode + tiles + model"),
+    "run_id": ("STRING", "NULLABLE", "Agent run that produced the row"),
+}
+
+#: The columns only BigQuery has, each placed after the local column it follows.
+_ADDED_AFTER: dict[str, list[tuple[str, str, str, str]]] = {
+    "flight_id": [
+        ("device_id", "STRING", "REQUIRED", "The device that classified the frame (config device_id)"),
+    ],
+    "image_path": [
+        ("gcs_uri", "STRING", "NULLABLE", "gs:// URI of the image when it is uploaded"),
+    ],
+    "alt": [
+        ("position", "GEOGRAPHY", "NULLABLE", "POINT(lon lat)"),
+    ],
+    "classified_at": [
+        ("capture_date", "DATE", "NULLABLE", "Partition: date of captured_at, else classified_at"),
+    ],
+    "run_id": [
+        ("hostname", "STRING", "NULLABLE", "Run system field"),
+        ("os", "STRING", "NULLABLE", "Run system field"),
+        ("cpu_model", "STRING", "NULLABLE", "Run system field"),
+        ("cores", "INT64", "NULLABLE", "Run system field"),
+        ("memory_mb", "INT64", "NULLABLE", "Run system field"),
+        ("python", "STRING", "NULLABLE", "Run system field"),
+        ("model_sha256", "STRING", "NULLABLE", "Run system field: the model file hash"),
+        ("versions", "JSON", "NULLABLE", "Run system field: library versions"),
+        ("synced_at", "TIMESTAMP", "REQUIRED", "When the row entered its outbox batch"),
+    ],
+}
+
+
+def _frame_fields() -> list[tuple[str, str, str, str]]:
+    stale = set(_LOCAL) - set(FRAME_COLUMNS)
+    if stale:  # a column dropped locally but still sent would fail every load job
+        raise RuntimeError(f"sync/schema.py describes columns the frames table lacks: {sorted(stale)}")
+    fields: list[tuple[str, str, str, str]] = []
+    for name in FRAME_COLUMNS:
+        fields.append((name, *_LOCAL[name]))
+        fields.extend(_ADDED_AFTER.get(name, ()))
+    return fields
+
+
+#: (name, type, mode, description) of the BigQuery frames table, in column order
+FRAME_FIELDS: list[tuple[str, str, str, str]] = _frame_fields()
 
 FLIGHT_FIELDS: list[tuple[str, str, str, str]] = [
     ("flight_id", "STRING", "REQUIRED", "Flight id"),

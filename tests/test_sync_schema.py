@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sync.schema import FRAME_FIELDS, frame_row
+from sync.schema import FRAME_FIELDS, RUN_FIELDS, frame_row
 
 
 def _frame(**kw):
@@ -31,3 +31,13 @@ def test_values_that_would_fail_a_load_job_become_null():
     assert json.loads(row["tile_grid"]) == [[None]]
     assert row["capture_date"] == "2026-11-21"  # no capture time: the classification day
     json.dumps(row, allow_nan=False)  # strict JSON: what the load job parses
+
+
+def test_bigquery_frame_columns_are_the_local_columns_plus_its_own():
+    from agent.store.columns import FRAME_COLUMNS
+
+    names = [f[0] for f in FRAME_FIELDS]
+    assert [n for n in names if n in FRAME_COLUMNS] == list(FRAME_COLUMNS)  # all, in order
+    assert set(names) - set(FRAME_COLUMNS) == {
+        "device_id", "gcs_uri", "position", "capture_date", "synced_at", *RUN_FIELDS,
+    }

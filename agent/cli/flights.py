@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 from agent.cli.common import load
+from agent.store.columns import frame_columns
 
-FRAME_COLUMNS = (
+#: the columns of the `skysift frames` table (--json gives every column)
+TABLE_COLUMNS = frame_columns(
     "frame_id", "status", "reason", "label", "p_damaged", "tiles", "damaged_tiles",
     "lat", "lon", "geo_source", "captured_at", "source",
 )
@@ -56,7 +58,7 @@ def _frames(args: argparse.Namespace) -> int:
         rows = store.frames(args.flight, limit=args.limit)
     finally:
         store.close()
-    return _emit(rows, FRAME_COLUMNS, args.json)
+    return _emit(rows, TABLE_COLUMNS, args.json)
 
 
 def _emit(rows: list[dict], cols: tuple[str, ...] | list[str], as_json: bool) -> int:

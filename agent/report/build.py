@@ -26,6 +26,7 @@ from typing import Any
 from agent.report.data import ReportData, ReportError, ReportFrame, collect
 from agent.report.geo import LocalProjection
 from agent.report.html import render_html
+from agent.store.columns import frame_columns
 from agent.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -36,27 +37,15 @@ HTML_NAME = "damage-map.html"
 
 #: CSV columns, in order; also the properties of the GeoJSON points
 CSV_COLUMNS = [
-    "frame_id",
-    "flight_id",
-    "status",
-    "reason",
-    "label",
-    "p_damaged",
-    "tiles",
-    "damaged_tiles",
-    "lat",
-    "lon",
-    "alt",
-    "geo_source",
-    "position_problem",
-    "captured_at",
-    "classified_at",
-    "width",
-    "height",
-    "tile_px",
-    "footprint_w_m",
+    *frame_columns(
+        "frame_id", "flight_id", "status", "reason", "label", "p_damaged", "tiles", "damaged_tiles",
+        "lat", "lon", "alt", "geo_source",
+    ),
+    "position_problem",  # computed by the report: why a frame cannot be placed
+    *frame_columns("captured_at", "classified_at", "width", "height", "tile_px"),
+    "footprint_w_m",  # computed: the frame's ground size
     "footprint_h_m",
-    "image_path",
+    *frame_columns("image_path"),
 ]
 
 

@@ -37,3 +37,15 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "total_ms",
     "run_id",
 )
+
+
+def frame_columns(*names: str) -> tuple[str, ...]:
+    """A view's choice of frame columns (a table, a message), checked against the one list.
+
+    A misspelt or dropped column then fails where the view is defined, at import, instead of
+    showing up as a column that is always empty.
+    """
+    unknown = [n for n in names if n not in FRAME_COLUMNS]
+    if unknown:
+        raise ValueError(f"not columns of the frames table: {unknown}")
+    return names
