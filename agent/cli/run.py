@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agent.cli.common import load
+from agent.core.config import check_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.camera:
         cfg.source.camera = int(args.camera) if args.camera.isdigit() else args.camera
         cfg.source.folder = None
+    check_paths(cfg)  # after the overrides: refuse a missing input before anything is created
     agent = Agent(cfg)
     install_signal_handlers(agent)
     bar = None
