@@ -38,7 +38,8 @@ BAD = [
     ("bad-mqtt-host", "mqtt:\n  host: 999.1.1.1\n", "mqtt.host"),
     ("metrics-bad-ip", "metrics:\n  listen: 999.1.1.1:9108\n", "metrics.listen"),
     ("metrics-port-0", "metrics:\n  listen: 127.0.0.1:0\n", "metrics.listen"),
-    ("unknown-time-zone", "geotag:\n  camera_timezone: Mars/Olympus_Mons\n", "geotag.camera_timezone"),
+    ("unknown-time-zone", "geotag:\n  camera_timezone: Mars/Olympus_Mons\n",
+     "geotag.camera_timezone"),
     ("storage-dir-is-a-file", "storage:\n  dir: {d}/afile\n", "storage.dir"),
     ("storage-dir-under-a-file", "storage:\n  dir: {d}/afile/data\n", "storage.dir"),
     ("missing-source-folder", "source:\n  folder: {d}/no-inbox\n", "source.folder"),
@@ -78,7 +79,8 @@ def _tree(folder: Path) -> set[Path]:
 @pytest.mark.parametrize(("body", "key"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_load_and_check_refuse_with_the_dotted_key(folder, body, key):
     with pytest.raises(ConfigError) as exc:
-        check_paths(load_config(_config(folder, body)))
+        cfg = _config(folder, body)
+        check_paths(load_config(cfg), cfg)
     assert f"{key}:" in str(exc.value), str(exc.value)
 
 
@@ -117,7 +119,8 @@ def test_run_refuses_at_start_before_creating_anything(folder, case):
 def test_run_folder_override_is_checked_too(folder):
     cfg = _config(folder, "")
     r = subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once", "--folder", str(folder / "nope")],
+        [sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once",
+         "--folder", str(folder / "nope")],
         capture_output=True, text=True, timeout=120,
     )
     assert r.returncode != 0 and "source.folder:" in r.stderr, r.stderr
@@ -127,7 +130,8 @@ def test_run_folder_override_is_checked_too(folder):
 def test_classify_refuses_tile_px_0(folder):
     cfg = _config(folder, "")
     r = subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(cfg), "classify", "--tile-px", "0", str(folder / "afile")],
+        [sys.executable, "-m", "agent", "-c", str(cfg), "classify", "--tile-px", "0",
+         str(folder / "afile")],
         capture_output=True, text=True, timeout=120,
     )
     assert r.returncode != 0 and "--tile-px" in r.stderr, r.stderr
@@ -153,12 +157,13 @@ def test_example_config_and_defaults_pass_check(folder):
     p.write_text(example_config())
     before = _tree(folder)
     r = subprocess.run(
-        [sys.executable, "-m", "agent", "config", "check", str(p)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "agent", "config", "check", str(p)],
+        capture_output=True, text=True, timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert _tree(folder) == before
-    check_paths(load_config(None))  # the embedded defaults, from this folder
-    check_paths(load_config(p))
+    check_paths(load_config(None), None)  # the embedded defaults, from this folder
+    check_paths(load_config(p), p)
 
 
 def test_existing_paths_and_a_named_inbox_pass(folder):
@@ -169,8 +174,9 @@ def test_existing_paths_and_a_named_inbox_pass(folder):
         "mqtt:\n  host: ground.local\n  topic_prefix: fleet/\n"
         "  tls:\n    ca_file: ca.pem\n    cert_file: cert.pem\n    key_file: key.pem\n"
     )
-    cfg = load_config(_config(folder, body))
-    check_paths(cfg)
+    p = _config(folder, body)
+    cfg = load_config(p)
+    check_paths(cfg, p)
     assert cfg.mqtt.topic_prefix == "fleet"  # a trailing '/' is dropped, as Topics always did
 
 
@@ -179,9 +185,11 @@ def test_secret_named_by_file_name_is_found_where_load_credential_takes_it(folde
     # /etc/skysift/credentials/, which systemd hands to the service as $CREDENTIALS_DIRECTORY.
     (folder / "credentials").mkdir()
     (folder / "credentials" / "mqtt-password").write_text("s3cret\n")
-    check_paths(load_config(_config(folder, "mqtt:\n  password_file: mqtt-password\n")))
+    p = _config(folder, "mqtt:\n  password_file: mqtt-password\n")
+    check_paths(load_config(p), p)
+    p = _config(folder, "mqtt:\n  password_file: other-password\n")
     with pytest.raises(ConfigError, match="mqtt.password_file"):
-        check_paths(load_config(_config(folder, "mqtt:\n  password_file: other-password\n")))
+        check_paths(load_config(p), p)
 
 
 def test_parse_config_alone_does_not_look_at_the_disk():
@@ -198,18 +206,24 @@ def test_documented_devices_are_accepted(name):
     assert check_device(name) == name.upper()
 
 
-@pytest.mark.parametrize("name", ["FOO", "GPUU", "CPU,GPU", "AUTO:", "HETERO:", "BATCH:GPU,CPU", "MULTI:FOO"])
+@pytest.mark.parametrize(
+    "name", ["FOO", "GPUU", "CPU,GPU", "AUTO:", "HETERO:", "BATCH:GPU,CPU", "MULTI:FOO"]
+)
 def test_unknown_devices_are_refused(name):
     with pytest.raises(ValueError):
         check_device(name)
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:9108", ":9108", "0.0.0.0:9108", "[::1]:9108", "localhost:9108"])
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:9108", ":9108", "0.0.0.0:9108", "[::1]:9108", "localhost:9108"]
+)
 def test_good_listen_addresses(listen):
     assert check_listen(listen) == listen
 
 
-@pytest.mark.parametrize("listen", ["9108", "host:", "host:65536", "::1:9108", "[nope]:9108", "-x:9108", "a.123:1"])
+@pytest.mark.parametrize(
+    "listen", ["9108", "host:", "host:65536", "::1:9108", "[nope]:9108", "-x:9108", "a.123:1"]
+)
 def test_bad_listen_addresses(listen):
     with pytest.raises(ValueError):
         check_listen(listen)

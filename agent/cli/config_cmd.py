@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.file)
-        check_paths(cfg)
+        check_paths(cfg, args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

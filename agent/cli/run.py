@@ -41,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.camera:
         cfg.source.camera = int(args.camera) if args.camera.isdigit() else args.camera
         cfg.source.folder = None
-    check_paths(cfg)  # after the overrides: refuse a missing input before anything is created
+    # After the overrides, before anything is created: a missing input never starts half-way.
+    check_paths(cfg, args.config)
     agent = Agent(cfg)
     install_signal_handlers(agent)
     bar = None

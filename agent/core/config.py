@@ -22,7 +22,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -68,20 +67,24 @@ class SourceConfig(_Section):
         description="OpenCV source: device index (0), video file path, or RTSP/HTTP stream URL.",
     )
     settle_seconds: float = Field(
-        default=2.0,
-        ge=0,
-        le=DAY_S,
+        default=2.0, ge=0, le=DAY_S,
         description="A file is read once unchanged (size, mtime) for this long.",
     )
     rescan_seconds: float = Field(
-        default=30.0, gt=0, le=DAY_S, description="Full rescan interval: file watchers can miss events."
+        default=30.0, gt=0, le=DAY_S,
+        description="Full rescan interval: file watchers can miss events.",
     )
-    camera_every_n: int = Field(default=1, ge=1, le=1_000_000, description="Keep every Nth camera frame.")
+    camera_every_n: int = Field(
+        default=1, ge=1, le=1_000_000,
+        description="Keep every Nth camera frame.",
+    )
     camera_max_fps: float | None = Field(
-        default=None, gt=0, le=10_000, description="Keep at most this many camera frames per second."
+        default=None, gt=0, le=10_000,
+        description="Keep at most this many camera frames per second.",
     )
     camera_reopen_max_s: float = Field(
-        default=30.0, gt=0, le=DAY_S, description="Cap of the backoff when a lost stream is reopened."
+        default=30.0, gt=0, le=DAY_S,
+        description="Cap of the backoff when a lost stream is reopened.",
     )
     queue_size: int = Field(
         default=64, ge=1, le=100_000, description="Bounded queue between source and model."
@@ -104,7 +107,8 @@ class StorageConfig(_Section):
         "unsynced data is never deleted and ingest pauses instead.",
     )
     min_free_mb: float = Field(
-        default=200.0, ge=0, le=100_000_000, description="Ingest pauses when the disk has less free space."
+        default=200.0, ge=0, le=100_000_000,
+        description="Ingest pauses when the disk has less free space.",
     )
 
 
@@ -146,12 +150,13 @@ class ModelConfig(_Section):
         default=None, description="OpenVINO compiled-model cache. Default: <storage.dir>/ov-cache."
     )
     max_pixels: int = Field(
-        default=120_000_000,
-        ge=1,
-        le=10_000_000_000,
+        default=120_000_000, ge=1, le=10_000_000_000,
         description="Decompression-bomb guard: larger images are rejected.",
     )
-    max_file_mb: float = Field(default=200.0, gt=0, le=1_000_000, description="Larger files are rejected.")
+    max_file_mb: float = Field(
+        default=200.0, gt=0, le=1_000_000,
+        description="Larger files are rejected.",
+    )
 
     @field_validator("devices")
     @classmethod
@@ -167,12 +172,11 @@ class GeotagConfig(_Section):
         default=None, description="GPX or CSV (time,lat,lon[,alt]) track, interpolated by time."
     )
     max_gap_s: float = Field(
-        default=30.0, gt=0, le=DAY_S, description="No position is interpolated across a longer track gap."
+        default=30.0, gt=0, le=DAY_S,
+        description="No position is interpolated across a longer track gap.",
     )
     clock_offset_s: float = Field(
-        default=0.0,
-        ge=-CLOCK_OFFSET_MAX_S,
-        le=CLOCK_OFFSET_MAX_S,
+        default=0.0, ge=-CLOCK_OFFSET_MAX_S, le=CLOCK_OFFSET_MAX_S,
         description="Added to camera capture times (camera clock minus GPS time).",
     )
     camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
@@ -206,7 +210,10 @@ class SyncConfig(_Section):
     credentials_file: Path | None = Field(
         default=None, description="Service-account JSON. Default: application-default credentials."
     )
-    interval_s: float = Field(default=30.0, gt=0, le=DAY_S, description="Timer wake-up of the sync loop.")
+    interval_s: float = Field(
+        default=30.0, gt=0, le=DAY_S,
+        description="Timer wake-up of the sync loop.",
+    )
     batch_rows: int = Field(default=500, ge=1, le=50_000)
     backoff_max_s: float = Field(default=300.0, gt=0, le=DAY_S)
 
@@ -222,7 +229,9 @@ class MqttTlsConfig(_Section):
     @classmethod
     def _cert_needs_ca(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         if v is not None and info.data.get("ca_file") is None:
-            raise ValueError("a client certificate needs mqtt.tls.ca_file (TLS is on only with a CA)")
+            raise ValueError(
+                "a client certificate needs mqtt.tls.ca_file (TLS is on only with a CA)"
+            )
         return v
 
     @field_validator("key_file")
@@ -274,8 +283,6 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # The YAML file it came from (load_config): check_paths names it and looks beside it.
-    _file: Path | None = PrivateAttr(default=None)
 
     @field_validator("device_id")
     @classmethod
@@ -306,7 +313,8 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _report(origin: str, problems: list[tuple[str, str]]) -> str:
+def report(origin: str, problems: list[tuple[str, str]]) -> str:
+    """The message of a :class:`ConfigError`: the origin, then one ``dotted.key: problem`` line each."""
     return "\n".join([f"{origin}: invalid configuration", *(f"  {k}: {m}" for k, m in problems)])
 
 
@@ -320,11 +328,11 @@ def _format_errors(err: ValidationError, origin: str) -> str:
         )
         msg = e["msg"]
         if e["type"] == "value_error":  # our own checks: their message without "Value error, "
-            msg = str(e["ctx"]["error"])
+            msg = str(e.get("ctx", {}).get("error", msg))
         elif e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `skysift config example` lists every key)"
         problems.append((_dotted(loc), msg))
-    return _report(origin, problems)
+    return report(origin, problems)
 
 
 def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = None) -> Config:
@@ -368,23 +376,19 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the configuration file: {exc.strerror or exc}") from None
-    cfg = parse_config(load_yaml(text, str(p)), origin=str(p), base_dir=p.resolve().parent)
-    cfg._file = p
-    return cfg
+    return parse_config(load_yaml(text, str(p)), origin=str(p), base_dir=p.resolve().parent)
 
 
-def check_paths(cfg: Config) -> None:
-    """Refuse (:class:`ConfigError`, naming each dotted key) the files and folders of ``cfg``
-    that ``skysift run`` would trip over: missing inputs, a ``storage.dir`` that is a file.
-
-    ``skysift config check`` and ``skysift run`` call it before anything is created, so that a
-    service never starts half-way. :func:`parse_config` does not: code and tests build
-    configurations for files they make later.
+def check_paths(cfg: Config, config_file: str | os.PathLike[str] | None) -> None:
+    """Refuse (:class:`ConfigError`, naming each dotted key) what ``skysift run`` would trip
+    over on disk: missing inputs, a ``storage.dir`` that is a file. ``config_file``: the YAML
+    ``cfg`` came from. ``config check`` and ``run`` call this before anything is created, so a
+    service never starts half-way; :func:`parse_config` does not (tests make files later).
     """
-    config_dir = cfg._file.resolve().parent if cfg._file is not None else None
+    config_dir = Path(config_file).resolve().parent if config_file is not None else None
     problems = path_problems(cfg, config_dir)
     if problems:
-        raise ConfigError(_report(str(cfg._file or "<config>"), problems))
+        raise ConfigError(report(str(config_file or "<defaults>"), problems))
 
 
 def example_config() -> str:
