@@ -69,7 +69,7 @@ def _model_cfg(args: argparse.Namespace, cfg):
         update["devices"] = [d.strip().upper() for d in args.device.split(",") if d.strip()]
     if args.precision:
         update["precision"] = args.precision
-    if args.tile_px:
+    if args.tile_px is not None:  # not `if args.tile_px`: 0 must be refused, not ignored
         if not 16 <= args.tile_px <= 8192:
             raise SystemExit("skysift classify: --tile-px must be between 16 and 8192")
         update["tile_px"] = args.tile_px

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent.core.config import example_config, load_config
+from agent.core.config import check_paths, example_config, load_config
 from agent.core.errors import ConfigError, MissingExtra
 
 
@@ -28,6 +28,7 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.file)
+        check_paths(cfg, args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agent.cli.common import load
+from agent.core.config import check_paths
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.camera:
         cfg.source.camera = int(args.camera) if args.camera.isdigit() else args.camera
         cfg.source.folder = None
+    # After the overrides, before anything is created: a missing input never starts half-way.
+    check_paths(cfg, args.config)
     agent = Agent(cfg)
     install_signal_handlers(agent)
     bar = None

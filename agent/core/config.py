@@ -3,9 +3,11 @@
 Every key has a default here, so an empty file (or no file) is a working configuration: watch
 ``./inbox``, keep results in ``./skysift-data``, no cloud, no MQTT. Errors name the dotted key
 path (``model.devices[1]``) and what is wrong, and ``skysift config check`` exits 1 on them.
+Every number is finite and bounded, a key written twice is an error (:mod:`agent.core.yamlfile`),
+and :func:`check_paths` checks on disk the files and folders named (:mod:`agent.core.config_paths`).
 
 Secrets never live in the YAML: passwords and credentials are *file paths*; the files may sit in
-systemd's ``$CREDENTIALS_DIRECTORY`` (see :func:`resolve_secret_path`).
+systemd's ``$CREDENTIALS_DIRECTORY`` (see :func:`agent.core.config_paths.resolve_secret_path`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,45 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+# resolve_secret_path lives with the other path lookups; other rooms import it from here.
+from agent.core.config_paths import path_problems
+from agent.core.config_paths import resolve_secret_path as resolve_secret_path
+from agent.core.config_values import (
+    check_device,
+    check_host,
+    check_listen,
+    check_timezone,
+    check_topic_prefix,
+)
 from agent.core.errors import ConfigError
+from agent.core.yamlfile import load_yaml
+
+# Upper bounds: a value past these is a typo, and some would crash at run time (a wait of .inf
+# seconds or int(1e308 MB) raises OverflowError deep inside a thread).
+DAY_S = 86_400.0
+#: camera clock minus GPS time: a camera never set since its battery died is decades off
+CLOCK_OFFSET_MAX_S = 100 * 366 * DAY_S
+#: MQTT's keep-alive is a 16-bit field; paho's thread dies on a larger one
+MQTT_KEEPALIVE_MAX = 65_535
 
 
 class _Section(BaseModel):
     # extra="forbid": a typo such as `modle:` or `tile_size:` must fail loudly, not be ignored.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats but never a valid setting.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Section):
@@ -37,19 +67,28 @@ class SourceConfig(_Section):
         description="OpenCV source: device index (0), video file path, or RTSP/HTTP stream URL.",
     )
     settle_seconds: float = Field(
-        default=2.0, ge=0, description="A file is read once unchanged (size, mtime) for this long."
+        default=2.0, ge=0, le=DAY_S,
+        description="A file is read once unchanged (size, mtime) for this long.",
     )
     rescan_seconds: float = Field(
-        default=30.0, gt=0, description="Full rescan interval: file watchers can miss events."
+        default=30.0, gt=0, le=DAY_S,
+        description="Full rescan interval: file watchers can miss events.",
     )
-    camera_every_n: int = Field(default=1, ge=1, description="Keep every Nth camera frame.")
+    camera_every_n: int = Field(
+        default=1, ge=1, le=1_000_000,
+        description="Keep every Nth camera frame.",
+    )
     camera_max_fps: float | None = Field(
-        default=None, gt=0, description="Keep at most this many camera frames per second."
+        default=None, gt=0, le=10_000,
+        description="Keep at most this many camera frames per second.",
     )
     camera_reopen_max_s: float = Field(
-        default=30.0, gt=0, description="Cap of the backoff when a lost stream is reopened."
+        default=30.0, gt=0, le=DAY_S,
+        description="Cap of the backoff when a lost stream is reopened.",
     )
-    queue_size: int = Field(default=64, ge=1, description="Bounded queue between source and model.")
+    queue_size: int = Field(
+        default=64, ge=1, le=100_000, description="Bounded queue between source and model."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SourceConfig:
@@ -63,11 +102,13 @@ class StorageConfig(_Section):
     max_gb: float | None = Field(
         default=None,
         gt=0,
+        le=1_000_000,
         description="Disk budget. When reached, synced images are deleted oldest first; "
         "unsynced data is never deleted and ingest pauses instead.",
     )
     min_free_mb: float = Field(
-        default=200.0, ge=0, description="Ingest pauses when the disk has less free space."
+        default=200.0, ge=0, le=100_000_000,
+        description="Ingest pauses when the disk has less free space.",
     )
 
 
@@ -79,7 +120,7 @@ class ModelConfig(_Section):
         default=None, description="Model directory with model_card.json. Default: shipped model."
     )
     engine: Literal["auto", "openvino", "tensorflow"] = "auto"
-    devices: list[str] = Field(
+    devices: list[Annotated[str, AfterValidator(check_device)]] = Field(
         default_factory=lambda: ["GPU", "NPU", "CPU"],
         description="OpenVINO device priority list, e.g. [MYRIAD, GPU, NPU, CPU] or [AUTO].",
     )
@@ -109,16 +150,21 @@ class ModelConfig(_Section):
         default=None, description="OpenVINO compiled-model cache. Default: <storage.dir>/ov-cache."
     )
     max_pixels: int = Field(
-        default=120_000_000, ge=1, description="Decompression-bomb guard: larger images are rejected."
+        default=120_000_000, ge=1, le=10_000_000_000,
+        description="Decompression-bomb guard: larger images are rejected.",
     )
-    max_file_mb: float = Field(default=200.0, gt=0, description="Larger files are rejected.")
+    max_file_mb: float = Field(
+        default=200.0, gt=0, le=1_000_000,
+        description="Larger files are rejected.",
+    )
 
     @field_validator("devices")
     @classmethod
     def _devices(cls, v: list[str]) -> list[str]:
+        # Each entry is already checked and upper-cased by check_device.
         if not v:
             raise ValueError("list at least one device, e.g. [CPU]")
-        return [d.strip().upper() for d in v]
+        return v
 
 
 class GeotagConfig(_Section):
@@ -126,12 +172,14 @@ class GeotagConfig(_Section):
         default=None, description="GPX or CSV (time,lat,lon[,alt]) track, interpolated by time."
     )
     max_gap_s: float = Field(
-        default=30.0, gt=0, description="No position is interpolated across a longer track gap."
+        default=30.0, gt=0, le=DAY_S,
+        description="No position is interpolated across a longer track gap.",
     )
     clock_offset_s: float = Field(
-        default=0.0, description="Added to camera capture times (camera clock minus GPS time)."
+        default=0.0, ge=-CLOCK_OFFSET_MAX_S, le=CLOCK_OFFSET_MAX_S,
+        description="Added to camera capture times (camera clock minus GPS time).",
     )
-    camera_timezone: str = Field(
+    camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
         default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
     )
 
@@ -162,51 +210,66 @@ class SyncConfig(_Section):
     credentials_file: Path | None = Field(
         default=None, description="Service-account JSON. Default: application-default credentials."
     )
-    interval_s: float = Field(default=30.0, gt=0, description="Timer wake-up of the sync loop.")
+    interval_s: float = Field(
+        default=30.0, gt=0, le=DAY_S,
+        description="Timer wake-up of the sync loop.",
+    )
     batch_rows: int = Field(default=500, ge=1, le=50_000)
-    backoff_max_s: float = Field(default=300.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0, le=DAY_S)
 
 
 class MqttTlsConfig(_Section):
+    # TLS is on only with a CA (certificates are always verified); a client certificate is
+    # loaded with its key (paho's tls_set(certfile, keyfile)), so the three go together.
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
 
+    @field_validator("cert_file")
+    @classmethod
+    def _cert_needs_ca(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and info.data.get("ca_file") is None:
+            raise ValueError(
+                "a client certificate needs mqtt.tls.ca_file (TLS is on only with a CA)"
+            )
+        return v
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_with_cert(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if "cert_file" not in info.data:
+            return v  # cert_file itself is invalid and reported
+        if (v is None) != (info.data["cert_file"] is None):
+            raise ValueError("set mqtt.tls.cert_file and key_file together, or neither")
+        return v
+
 
 class MqttConfig(_Section):
-    host: str | None = Field(default=None, description="No host: MQTT is off.")
+    host: Annotated[str, AfterValidator(check_host)] | None = Field(
+        default=None, description="No host: MQTT is off."
+    )
     port: int = Field(default=1883, ge=1, le=65535)
-    topic_prefix: str = "skysift"
+    topic_prefix: Annotated[str, AfterValidator(check_topic_prefix)] = "skysift"
     client_id: str | None = None
     qos: Literal[0, 1, 2] = 1
-    keepalive: int = Field(default=30, ge=5)
+    keepalive: int = Field(default=30, ge=5, le=MQTT_KEEPALIVE_MAX)
     username: str | None = None
     password_file: Path | None = Field(
         default=None, description="Password file; or the SKYSIFT_MQTT_PASSWORD environment variable."
     )
     tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig)
     telemetry_topic: str | None = None
-    telemetry_max_age_s: float = Field(default=5.0, gt=0)
+    telemetry_max_age_s: float = Field(default=5.0, gt=0, le=DAY_S)
     homeassistant_discovery: bool = False
-    homeassistant_prefix: str = "homeassistant"
-    outbox_max_rows: int | None = Field(default=None, ge=1)
-    flight_summary_interval_s: float = Field(default=5.0, gt=0)
+    homeassistant_prefix: Annotated[str, AfterValidator(check_topic_prefix)] = "homeassistant"
+    outbox_max_rows: int | None = Field(default=None, ge=1, le=100_000_000)
+    flight_summary_interval_s: float = Field(default=5.0, gt=0, le=DAY_S)
 
 
 class MetricsConfig(_Section):
-    listen: str | None = Field(
+    listen: Annotated[str, AfterValidator(check_listen)] | None = Field(
         default=None, description="host:port of the Prometheus endpoint; off when unset."
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not (0 < int(port) < 65536):
-            raise ValueError("expected host:port, e.g. 127.0.0.1:9108")
-        return v
 
 
 class Config(_Section):
@@ -250,16 +313,26 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def report(origin: str, problems: list[tuple[str, str]]) -> str:
+    """The message of a :class:`ConfigError`: the origin, then one ``dotted.key: problem`` line each."""
+    return "\n".join([f"{origin}: invalid configuration", *(f"  {k}: {m}" for k, m in problems)])
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
-    lines = [f"{origin}: invalid configuration"]
+    problems = []
     for e in err.errors():
-        # pydantic appends union-member names ("str", "int") to the location; drop them.
-        loc = tuple(p for p in e["loc"] if p not in ("str", "int", "function-after"))
+        # pydantic appends union-member names ("str", "int", "function-after[...]") to the
+        # location; drop them.
+        loc = tuple(
+            p for p in e["loc"] if p not in ("str", "int") and not str(p).startswith("function-")
+        )
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "value_error":  # our own checks: their message without "Value error, "
+            msg = str(e.get("ctx", {}).get("error", msg))
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `skysift config example` lists every key)"
-        lines.append(f"  {_dotted(loc)}: {msg}")
-    return "\n".join(lines)
+        problems.append((_dotted(loc), msg))
+    return report(origin, problems)
 
 
 def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = None) -> Config:
@@ -291,7 +364,11 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:
-    """Load and validate the YAML file at ``path``; ``None`` gives the embedded defaults."""
+    """Load and validate the YAML file at ``path``; ``None`` gives the embedded defaults.
+
+    Values only: :func:`check_paths` then looks at the disk, once command-line overrides
+    (``skysift run --folder``) are applied.
+    """
     if path is None:
         return parse_config({})
     p = Path(path)
@@ -299,38 +376,19 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the configuration file: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(data, origin=str(p), base_dir=p.resolve().parent)
+    return parse_config(load_yaml(text, str(p)), origin=str(p), base_dir=p.resolve().parent)
 
 
-def resolve_secret_path(path: Path | None) -> Path | None:
-    """Find a secret file: as given, or by name in systemd's ``$CREDENTIALS_DIRECTORY``.
-
-    ``LoadCredential=mqtt-password:/etc/skysift/mqtt-password`` exposes the file to the service
-    only; a config saying ``password_file: mqtt-password`` then finds it there.
+def check_paths(cfg: Config, config_file: str | os.PathLike[str] | None) -> None:
+    """Refuse (:class:`ConfigError`, naming each dotted key) what ``skysift run`` would trip
+    over on disk: missing inputs, a ``storage.dir`` that is a file. ``config_file``: the YAML
+    ``cfg`` came from. ``config check`` and ``run`` call this before anything is created, so a
+    service never starts half-way; :func:`parse_config` does not (tests make files later).
     """
-    if path is None:
-        return None
-    try:
-        if path.exists():
-            return path
-    except OSError:
-        pass  # e.g. /etc/skysift/credentials is root-only: the copy in the credentials dir is ours
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        # The shipped unit loads the whole /etc/skysift/credentials directory with
-        # LoadCredential=skysift:/etc/skysift/credentials (a missing single file would fail the
-        # start), and systemd names each file there skysift_<file name>.
-        for name in (path.name, f"skysift_{path.name}"):
-            candidate = Path(cred_dir) / name
-            if candidate.exists():
-                return candidate
-    return path
+    config_dir = Path(config_file).resolve().parent if config_file is not None else None
+    problems = path_problems(cfg, config_dir)
+    if problems:
+        raise ConfigError(report(str(config_file or "<defaults>"), problems))
 
 
 def example_config() -> str:
