@@ -52,10 +52,12 @@ from agent.live.payloads import (
 )
 from agent.live.telemetry import TelemetryBuffer, TelemetryError, parse_position
 from agent.store.db import Store, utcnow
+from sync.pending import MQTT
+from sync.pending import backlog as count_backlog
 
 log = logging.getLogger(__name__)
 
-TARGET = "mqtt"
+TARGET = MQTT
 #: frame messages published but not yet acknowledged; beyond this the publisher waits for acks
 #: (bounds paho's memory and what is re-sent after a reconnect)
 MAX_INFLIGHT = 100
@@ -601,11 +603,7 @@ class MqttPublisher:
         totals = store.db.execute(
             "SELECT COALESCE(SUM(frames), 0), COALESCE(SUM(damaged), 0), COALESCE(SUM(rejected), 0) FROM flights"
         ).fetchone()
-        backlog = {TARGET: store.count_pending(TARGET)}
-        if self.cfg.sync.gcs.bucket:
-            backlog["gcs"] = store.count_pending("gcs")
-        if self.cfg.sync.bigquery.project:
-            backlog["bigquery"] = store.count_pending("bigquery")
+        backlog = count_backlog(self.cfg, store)
         status = self._status_base()
         status.update({
             "frames": {"total": totals[0], "damaged": totals[1], "rejected": totals[2],

@@ -45,31 +45,6 @@ def state_path(cfg: Config) -> Path:
     return cfg.storage.dir / STATE_FILE
 
 
-def sync_targets(cfg: Config) -> dict[str, tuple[str, list[Any]]]:
-    """The configured delivery targets, each with the SQL filter of the frames it wants.
-
-    Names match the ``deliveries.target`` values the sync loop and the MQTT publisher use.
-    """
-    from agent.store.uploads import (
-        DAMAGED_SQL,  # the sync loop's own filter: the counts cannot drift
-    )
-
-    targets: dict[str, tuple[str, list[Any]]] = {}
-    if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
-        where = DAMAGED_SQL if cfg.sync.upload_images == "damaged" else "f.status = 'classified'"
-        targets["gcs"] = (where, [])
-    if cfg.sync.bigquery.project:
-        targets["bigquery"] = ("", [])
-    if cfg.mqtt.host:
-        targets["mqtt"] = ("", [])
-    return targets
-
-
-def backlog_counts(store: Store, cfg: Config) -> dict[str, int]:
-    """Frames not yet delivered, per configured target."""
-    return {t: store.count_pending(t, where, args) for t, (where, args) in sync_targets(cfg).items()}
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -297,6 +272,8 @@ def _model_name(cfg: Config, sha256: str | None) -> str | None:
 
 
 def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
+    from sync.pending import backlog
+
     db = store.db
     totals = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(status = 'classified'), 0), COALESCE(SUM(status = 'rejected'), 0), "
@@ -331,7 +308,7 @@ def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
             "damaged": totals[3],
         },
         "flights": {"count": n_flights, "open": open_flights, "recent": flights},
-        "backlog": backlog_counts(store, cfg),
+        "backlog": backlog(cfg, store),
         "failed_deliveries": failed,
         "last_sync": last_sync,
         "last_run": dict(run) if run else None,
