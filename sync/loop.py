@@ -188,7 +188,6 @@ class SyncLoop:
     def _publish(self, **payload: Any) -> None:
         if self._ctx is not None:
             self._ctx.bus.publish("sync_state", **payload)
-            self._ctx.stats.extra.setdefault("sync_state", {})[payload["target"]] = payload["state"]
 
     def _run(self) -> None:
         store = Store(self.cfg.db_path)  # one Store per thread
@@ -201,7 +200,7 @@ class SyncLoop:
                             self.cfg, store, build_targets(self.cfg), self._publish, self._backoff_base_s
                         )
                     self.last = syncer.cycle(self._stop)
-                    self._ctx.stats.extra["sync_pending"] = dict(self.last.pending)
+                    self._ctx.stats.sync_pending = dict(self.last.pending)
                     self._check_budget(store)
                     wait = self.cfg.sync.interval_s
                     nxt = syncer.next_wait()

@@ -165,3 +165,37 @@ def test_unreadable_database_gives_a_clear_error(cfg_file, db, monkeypatch):
     monkeypatch.setattr(status.os, "access", lambda *_a, **_k: False)
     with pytest.raises(status.StatusError, match="sudo skysift status"):
         status.collect(load_config(cfg_file))
+
+
+def test_running_agent_writes_the_model_it_runs_to_the_state_file(tmp_path):
+    from agent.service.agent import Agent
+    from models.card import load_card
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = parse_config({
+        "storage": {"dir": str(tmp_path / "data")},
+        "source": {"folder": str(inbox)},
+        "model": {"devices": ["CPU"], "cache_dir": str(tmp_path / "cache")},
+    })
+    agent = Agent(cfg, components=[StateFile(interval_s=0.1)])
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        state, running = read_state(cfg)
+        while not running and time.monotonic() < deadline:
+            assert t.is_alive()
+            time.sleep(0.1)
+            state, running = read_state(cfg)
+        assert running, state
+        card = load_card(cfg.model.path)
+        assert state["model"] == f"{card.data['name']} v{card.data['version']}"
+        assert state["model_sha256"] == card.sha256 and len(card.sha256) == 64
+        s = collect(cfg)
+        assert s["engine"]["model"] == state["model"]
+        assert s["engine"]["model_sha256"] == card.sha256
+    finally:
+        agent.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()

@@ -45,7 +45,7 @@ def test_loop_wakes_on_new_frames_and_on_sync_now(tmp_path, aerial_tiles, gcs_em
         assert ctx.command("sync_now") is True
         assert wait_for(lambda: store.count_pending("bigquery") == 0
                         and store.count_pending("gcs", where="f.label = 'damaged'") == 0, 60)
-        assert wait_for(lambda: ctx.stats.extra.get("sync_pending", {}).get("bigquery") == 0, 10)
+        assert wait_for(lambda: ctx.stats.sync_pending.get("bigquery") == 0, 10)
     finally:
         loop.stop()
     assert not loop._thread.is_alive()

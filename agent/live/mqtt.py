@@ -39,7 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.core.config import Config, MqttConfig, resolve_secret_path
 from agent.core.errors import ConfigError
-from agent.core.runtime import AgentContext
+from agent.core.runtime import AgentContext, MqttState
 from agent.live.commands import CommandDispatcher, CommandError
 from agent.live.homeassistant import discovery_messages
 from agent.live.payloads import (
@@ -613,8 +613,8 @@ class MqttPublisher:
             "telemetry": None if self.telemetry is None else {"fixes": len(self.telemetry)},
             "updated_at": utcnow(),
         })
-        stats.extra["mqtt"] = {"connected": self.connected.is_set(), "backlog": backlog[TARGET],
-                               "in_flight": len(self._inflight), "last_error": self.last_error}
+        stats.mqtt = MqttState(connected=self.connected.is_set(), backlog=backlog[TARGET],
+                               in_flight=len(self._inflight), last_error=self.last_error)
         return status
 
     # --- the command thread --------------------------------------------------------------------

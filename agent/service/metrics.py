@@ -55,7 +55,7 @@ class _LiveCollector(Collector):
         st = ctx.stats
         q = GaugeMetricFamily("skysift_queue_depth", "Frames waiting in a pipeline queue", labels=["queue"])
         q.add_metric(["source"], st.queue_depth)
-        for name, depth in (st.extra.get("queue_depths") or {}).items():
+        for name, depth in dict(st.queue_depths).items():
             q.add_metric([str(name)], float(depth))
         yield q
         d = CounterMetricFamily(

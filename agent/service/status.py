@@ -11,6 +11,7 @@ while the service runs, without talking to the process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from agent.core.config import Config
     from agent.core.runtime import AgentContext
     from agent.store.db import Store
+    from models.card import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +111,8 @@ class StateFile:
             "engine": st.engine,
             "device": st.device,
             "precision": st.precision,
-            "model": st.extra.get("model"),
-            "model_sha256": st.extra.get("model_sha256"),
+            "model": st.model,
+            "model_sha256": st.model_sha256,
             "current_flight": st.current_flight,
             "frames_committed": st.frames_committed,
             "frames_classified": st.frames_classified,
@@ -125,6 +127,8 @@ class StateFile:
             "paused_reason": st.paused_reason,
             "last_progress_age_s": round(now - st.last_progress_monotonic, 1),
             "links": links,
+            "sync_pending": dict(st.sync_pending),
+            "mqtt": None if st.mqtt is None else dataclasses.asdict(st.mqtt),
         }
 
     def write(self) -> None:
@@ -257,13 +261,18 @@ def collect(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def model_label(card: ModelCard) -> str:
+    """How reports name a model: its card's name and version."""
+    return f"{card.data.get('name', card.dir.name)} v{card.data.get('version', '?')}"
+
+
 def _model_name(cfg: Config, sha256: str | None) -> str | None:
     """Name and version from the configured model's card, when it is the model that ran."""
     from models.card import load_card
 
     try:
         card = load_card(cfg.model.path)
-        name = f"{card.data.get('name', card.dir.name)} v{card.data.get('version', '?')}"
+        name = model_label(card)
         if sha256 and card.sha256 != sha256:
             return f"a model other than the configured {name}"
         return name
