@@ -39,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.core.config import Config, MqttConfig, resolve_secret_path
 from agent.core.errors import ConfigError
+from agent.core.logutil import LinkLog
 from agent.core.runtime import AgentContext, MqttState
 from agent.live.commands import CommandDispatcher, CommandError
 from agent.live.homeassistant import discovery_messages
@@ -129,29 +130,6 @@ class _InFlight:
     sent: float
 
 
-class _RateLimitedLog:
-    """One line per failure streak, then at most one a minute, then one 'recovered' line."""
-
-    def __init__(self, every_s: float = 60.0):
-        self.every_s = every_s
-        self.failures = 0
-        self._last = 0.0
-
-    def failure(self, msg: str, *args: Any) -> None:
-        self.failures += 1
-        now = time.monotonic()
-        if self.failures == 1 or now - self._last >= self.every_s:
-            self._last = now
-            log.warning(msg + " (failure %d; retrying with backoff)", *args, self.failures)
-
-    def recovered(self, msg: str, *args: Any) -> None:
-        if self.failures:
-            log.info(msg + " after %d failures", *args, self.failures)
-        else:
-            log.info(msg, *args)
-        self.failures = 0
-
-
 class MqttPublisher:
     """The MQTT component: see the module docstring. Built only when ``mqtt.host`` is set."""
 
@@ -198,7 +176,8 @@ class MqttPublisher:
         self._paused: str | None = None
         self._status_cache: dict[str, Any] = {"state": "online", "device_id": cfg.device_id}
         self._inflight: dict[int, _InFlight] = {}
-        self._conn_log = _RateLimitedLog()
+        # paho's thread runs every callback that logs here: one thread, as LinkLog needs.
+        self._conn_log = LinkLog(log, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}", remind_s=60.0)
         self._threads: list[threading.Thread] = []
         self._dispatcher: CommandDispatcher | None = None
         self._versions: dict[str, str | None] = {}
@@ -281,11 +260,11 @@ class MqttPublisher:
         if reason_code.is_failure:
             self._refused = True  # paho disconnects next: keep this reason, not that one
             self.last_error = f"connection refused: {reason_code}"
-            self._conn_log.failure("MQTT broker %s:%d refused the connection: %s",
-                                   self.cfg.mqtt.host, self.cfg.mqtt.port, reason_code)
+            self._conn_log.failure(self.last_error)
             return
         self.last_error = None
-        self._conn_log.recovered("MQTT connected to %s:%d", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self._conn_log.success()
+        log.info("MQTT connected to %s:%d", self.cfg.mqtt.host, self.cfg.mqtt.port)
         # Subscribing here re-subscribes after every reconnect (clean session forgets them).
         subs = [(self.topics.cmd_filter, 1)]
         if self.topics.telemetry:
@@ -318,7 +297,7 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.last_error = "cannot reach the broker"
-        self._conn_log.failure("MQTT broker %s:%d unreachable", self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self._conn_log.failure(self.last_error)
         self._link_state("down", self.last_error)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -328,13 +307,12 @@ class MqttPublisher:
         refused, self._refused = self._refused, False
         if was and not self._stop.is_set():
             self.last_error = f"disconnected: {reason_code}"
-            self._conn_log.failure("MQTT connection lost: %s", reason_code)
+            self._conn_log.failure(self.last_error)
         elif not was and not refused and not self._stop.is_set():
             # Closed before any CONNACK: with TLS 1.3 a rejected client certificate shows up
             # only here (paho logs the TLS alert itself).
             self.last_error = f"connection closed before it was accepted: {reason_code}"
-            self._conn_log.failure("MQTT broker %s:%d closed the connection before accepting it",
-                                   self.cfg.mqtt.host, self.cfg.mqtt.port)
+            self._conn_log.failure(self.last_error)
         if not self._stop.is_set():
             self._link_state("down", self.last_error)
         self._wake.set()
