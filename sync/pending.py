@@ -3,7 +3,7 @@
 Each sync target is described here by what it owes (:class:`Owed`): its ``deliveries`` target
 name, the label reports give it, its priority and the frames it wants. :func:`owed` lists the
 targets the configuration turns on; :func:`sync.loop.build_targets` builds one sync target per
-entry, and the targets count their backlog through it. Reports ask :func:`pending` (per sync
+entry, and the targets count their backlog through it. Reports ask :func:`per_target` (per sync
 target: the sync loop, ``skysift sync status``) or :func:`backlog` (frames per delivery
 target: ``skysift status``, MQTT, metrics, systemd), so no two of them can disagree, e.g. about
 which images ``sync.upload_images`` sends.
@@ -87,7 +87,7 @@ def owed(cfg: Config) -> list[Owed]:
     return out
 
 
-def pending(cfg: Config, store: Store) -> dict[str, int]:
+def per_target(cfg: Config, store: Store) -> dict[str, int]:
     """Items waiting per sync target, by label (``bigquery``, ``gcs (damaged images)``...)."""
     return {o.label: o.count(store) for o in owed(cfg)}
 

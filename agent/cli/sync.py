@@ -128,14 +128,14 @@ def _once(cfg, timeout: float, as_json: bool) -> int:
 def _status(cfg, as_json: bool) -> int:
     from agent.store.db import Store
     from agent.store.retention import usage
-    from sync.pending import pending
+    from sync import per_target
 
     if not cfg.db_path.exists():
         print(f"no database at {cfg.db_path}")
         return 0
     store = Store(cfg.db_path, readonly=True)
     try:
-        out: dict = {"pending": pending(cfg, store), "open_batches": {}, "failed": {}}
+        out: dict = {"pending": per_target(cfg, store), "open_batches": {}, "failed": {}}
         try:
             for r in store.db.execute(
                 "SELECT target, COUNT(*) n FROM sync_batches WHERE state = 'open' GROUP BY target"

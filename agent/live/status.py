@@ -14,7 +14,8 @@ from agent.core.runtime import AgentContext, MqttState
 from agent.live.payloads import versions
 from agent.live.telemetry import TelemetryBuffer
 from agent.store.db import Store, utcnow
-from sync.pending import MQTT, backlog
+from sync import backlog
+from sync.pending import MQTT
 
 
 class LiveStatus:

@@ -150,7 +150,7 @@ class MetricsServer:
     def db_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Backlog and failed deliveries per target, read from the database (scrape thread)."""
         from agent.store.db import Store
-        from sync.pending import backlog
+        from sync import backlog
 
         path = self.cfg.db_path
         if not path.exists():

@@ -205,7 +205,7 @@ class Notifier:
         self._thread.start()
 
     def _loop(self, ctx: AgentContext, health: PipelineHealth, tick: float, timeout: float | None) -> None:
-        from sync.pending import backlog as count_backlog  # imported here to keep start cheap
+        from sync import backlog as count_backlog  # imported here to keep start cheap
 
         last_status = 0.0
         was_healthy = True

@@ -158,7 +158,7 @@ def _model_name(cfg: Config, sha256: str | None) -> str | None:
 
 
 def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
-    from sync.pending import backlog
+    from sync import backlog
 
     db = store.db
     totals = db.execute(
