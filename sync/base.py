@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from agent.core.errors import SkysiftError
 from agent.store.db import Store
+from sync.pending import Owed
 
 
 class SyncError(SkysiftError):
@@ -28,15 +29,33 @@ class SyncSetupError(SyncError):
 
 
 class SyncTarget(ABC):
-    """One destination. ``name`` is the deliveries target name (``gcs``, ``bigquery``...)."""
+    """One destination. What it owes, and so its name, label and priority, is :attr:`owed`
+    (:mod:`sync.pending`), which every backlog report counts with too."""
 
-    name: str
-    #: lower runs first: rows (small) before damaged images before the other images
-    priority: int = 0
+    owed: Owed
 
-    @abstractmethod
+    @property
+    def name(self) -> str:
+        """The deliveries target name (``gcs``, ``bigquery``...)."""
+        return self.owed.target
+
+    @property
+    def label(self) -> str:
+        """The name reports give it (``gcs (damaged images)``...)."""
+        return self.owed.label
+
+    @property
+    def priority(self) -> int:
+        return self.owed.priority
+
+    @property
+    def service(self) -> str:
+        """The remote service behind it: targets of one service share one backoff."""
+        return self.owed.service
+
     def pending(self, store: Store) -> int:
         """How many items are waiting for this target."""
+        return self.owed.count(store)
 
     @abstractmethod
     def push(self, store: Store, limit: int) -> int:

@@ -26,6 +26,7 @@ from agent.store.db import Store, utcnow
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import bigquery_client, is_transient
 from sync.paths import gcs_uri
+from sync.pending import BIGQUERY_FLIGHTS, BIGQUERY_FRAMES, FLIGHT_KEY, PENDING_FLIGHTS
 from sync.schema import FLIGHT_FIELDS, FLIGHTS_TABLE, FRAME_FIELDS, bq_schema, flight_row, frame_row
 
 log = logging.getLogger(__name__)
@@ -129,17 +130,13 @@ class _LoadJobTarget(SyncTarget):
 class FrameRows(_LoadJobTarget):
     """One BigQuery row per local frame, in commit order."""
 
-    name = "bigquery"
-    priority = 0
+    owed = BIGQUERY_FRAMES
     fields = FRAME_FIELDS
     table_key = "frames"
 
     def __init__(self, cfg: Config, client: Any | None = None, timeout_s: float = 60.0):
         super().__init__(cfg, client, timeout_s)
         self._runs: dict[str, dict | None] = {}
-
-    def pending(self, store: Store) -> int:
-        return store.count_pending(self.name)
 
     def _run(self, store: Store, run_id: str | None) -> dict | None:
         if run_id is None:
@@ -161,34 +158,18 @@ class FrameRows(_LoadJobTarget):
         return [f["frame_id"] for f in frames], rows
 
 
-_FLIGHT_KEY = "(f.flight_id || '@' || f.ended_at || '#' || f.frames)"
-_PENDING_FLIGHTS = (
-    "FROM flights f WHERE f.ended_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d "
-    f"WHERE d.target = ? AND d.state = 'done' AND d.frame_id = {_FLIGHT_KEY})"
-)
-
-
-def pending_flights(store: Store) -> int:
-    """Ended flights whose current version is not in BigQuery yet."""
-    return store.db.execute(f"SELECT COUNT(*) {_PENDING_FLIGHTS}", [FlightRows.name]).fetchone()[0]
-
-
 class FlightRows(_LoadJobTarget):
     """One row per ended flight. The delivery key is ``<flight_id>@<ended_at>#<frames>``, so a
     flight that changes after it was synced (reopened, late frames) is synced again as a new
     version; the ``flights_latest`` view keeps the last one."""
 
-    name = "bigquery_flights"
-    priority = 1
+    owed = BIGQUERY_FLIGHTS
     fields = FLIGHT_FIELDS
     table_key = "flights"
 
-    def pending(self, store: Store) -> int:
-        return pending_flights(store)
-
     def _next(self, store: Store, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
         q = (
-            f"SELECT f.* {_PENDING_FLIGHTS} AND {_FLIGHT_KEY} NOT IN {batches.OPEN_KEYS_SQL} "
+            f"SELECT f.* {PENDING_FLIGHTS} AND {FLIGHT_KEY} NOT IN {batches.OPEN_KEYS_SQL} "
             "ORDER BY f.ended_at, f.flight_id LIMIT ?"
         )
         now = utcnow()

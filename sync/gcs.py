@@ -24,11 +24,12 @@ from agent.core.config import Config
 from agent.store.db import Store
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import is_transient, storage_client
-from sync.paths import CONTENT_TYPES, DAMAGED_SQL, REST_SQL, extension, object_name
+from sync.paths import CONTENT_TYPES, extension, object_name
+from sync.pending import DAMAGED_IMAGES, IMAGES, REST_IMAGES
 
 log = logging.getLogger(__name__)
 
-TARGET = "gcs"
+TARGET = IMAGES
 
 
 class Vanished(SyncError):
@@ -49,8 +50,6 @@ def checksums(data: bytes) -> tuple[str, str]:
 class GcsImages(SyncTarget):
     """Uploads the images of one pass: ``damaged`` first, then ``rest`` (when uploading all)."""
 
-    name = TARGET
-
     def __init__(
         self,
         cfg: Config,
@@ -65,8 +64,7 @@ class GcsImages(SyncTarget):
             raise SyncSetupError("sync.gcs.bucket is not set")
         self.cfg = cfg
         self.which = which
-        self.priority = 2 if which == "damaged" else 3
-        self.where = DAMAGED_SQL if which == "damaged" else REST_SQL
+        self.owed = DAMAGED_IMAGES if which == "damaged" else REST_IMAGES
         self.client = client or storage_client(cfg)
         self.bucket = self.client.bucket(cfg.sync.gcs.bucket)
         self.timeout_s = timeout_s
@@ -74,15 +72,8 @@ class GcsImages(SyncTarget):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="skysift-gcs")
         self.workers = workers
 
-    @property
-    def label(self) -> str:
-        return f"gcs ({self.which} images)"
-
-    def pending(self, store: Store) -> int:
-        return store.count_pending(TARGET, where=self.where)
-
     def push(self, store: Store, limit: int) -> int:
-        frames = store.pending(TARGET, limit=max(1, limit), where=self.where)
+        frames = store.pending(TARGET, limit=max(1, limit), where=self.owed.where)
         futures = [(f, self._pool.submit(self._upload_one, f)) for f in frames]
         done = 0
         first_error: Exception | None = None

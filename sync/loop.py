@@ -20,6 +20,7 @@ from agent.core.backoff import Backoff
 from agent.core.config import Config
 from agent.store.db import Store
 from sync.base import SyncError, SyncSetupError, SyncTarget
+from sync.pending import BIGQUERY_FRAMES, DAMAGED_IMAGES, Owed, owed
 
 log = logging.getLogger(__name__)
 
@@ -28,37 +29,31 @@ IMAGE_CHUNK = 16
 
 
 def build_targets(cfg: Config, timeout_s: float = 60.0) -> list[SyncTarget]:
-    """The configured targets, in priority order (imports the cloud libraries)."""
-    targets: list[SyncTarget] = []
-    if cfg.sync.bigquery.project:
+    """One target per entry of :func:`sync.pending.owed`, in priority order (imports the
+    cloud libraries)."""
+    clients: dict[str, Any] = {}  # the targets of one service share its client
+    return [_target(cfg, o, clients, timeout_s) for o in owed(cfg)]
+
+
+def _target(cfg: Config, o: Owed, clients: dict[str, Any], timeout_s: float) -> SyncTarget:
+    if o.service == "bigquery":
         from sync.bigquery import FlightRows, FrameRows
         from sync.clients import bigquery_client
 
-        client = bigquery_client(cfg)
-        targets += [FrameRows(cfg, client, timeout_s), FlightRows(cfg, client, timeout_s)]
-    if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
-        from sync.clients import storage_client
-        from sync.gcs import GcsImages
+        if o.service not in clients:
+            clients[o.service] = bigquery_client(cfg)
+        cls = FrameRows if o == BIGQUERY_FRAMES else FlightRows
+        return cls(cfg, clients[o.service], timeout_s)
+    from sync.clients import storage_client
+    from sync.gcs import GcsImages
 
-        client = storage_client(cfg)
-        targets.append(GcsImages(cfg, "damaged", client, timeout_s))
-        if cfg.sync.upload_images == "all":
-            targets.append(GcsImages(cfg, "rest", client, timeout_s))
-    return sorted(targets, key=lambda t: t.priority)
+    if o.service not in clients:
+        clients[o.service] = storage_client(cfg)
+    return GcsImages(cfg, "damaged" if o == DAMAGED_IMAGES else "rest", clients[o.service], timeout_s)
 
 
 def sync_configured(cfg: Config) -> bool:
-    return bool(cfg.sync.bigquery.project or (cfg.sync.gcs.bucket and cfg.sync.upload_images != "none"))
-
-
-def _label(t: SyncTarget) -> str:
-    return getattr(t, "label", t.name)
-
-
-def _link(t: SyncTarget) -> str:
-    """The remote service behind a target: targets of one service share one backoff, so an
-    outage is one "link down" line and one "recovered" line per service, not per target."""
-    return "bigquery" if t.name.startswith("bigquery") else t.name
+    return bool(owed(cfg))
 
 
 @dataclass
@@ -86,7 +81,9 @@ class Syncer:
         self.cfg = cfg
         self.store = store
         self.targets = targets
-        self.links = {_label(t): _link(t) for t in targets}
+        # Targets of one service share one backoff, so an outage is one "link down" line and
+        # one "recovered" line per service, not per target.
+        self.links = {t.label: t.service for t in targets}
         self.backoffs = {
             link: Backoff(f"sync {link}", base_s=backoff_base_s, cap_s=cfg.sync.backoff_max_s)
             for link in self.links.values()
@@ -95,7 +92,7 @@ class Syncer:
 
     def _state(self, target: SyncTarget, state: str, error: str | None) -> None:
         if self._on_state:
-            self._on_state(target=_link(target), state=state, error=error)
+            self._on_state(target=target.service, state=state, error=error)
 
     def next_wait(self) -> float | None:
         """Seconds until a backed-off target may retry (None: nobody is backing off)."""
@@ -109,8 +106,8 @@ class Syncer:
             target = self._next_target()
             if target is None:
                 break
-            bo = self.backoffs[_link(target)]
-            limit = self.cfg.sync.batch_rows if target.name.startswith("bigquery") else IMAGE_CHUNK
+            bo = self.backoffs[target.service]
+            limit = self.cfg.sync.batch_rows if target.service == "bigquery" else IMAGE_CHUNK
             try:
                 n = target.push(self.store, limit)
             except SyncError as exc:
@@ -118,18 +115,18 @@ class Syncer:
                     log.error("%s", exc)
                 if bo.failure(str(exc)):
                     self._state(target, "down", str(exc))
-                result.errors[_link(target)] = str(exc)
+                result.errors[target.service] = str(exc)
                 continue
             except Exception as exc:  # a bug must not kill the loop: log, back off, go on
-                log.exception("sync %s failed unexpectedly", _label(target))
+                log.exception("sync %s failed unexpectedly", target.label)
                 if bo.failure(repr(exc)):
                     self._state(target, "down", repr(exc))
-                result.errors[_link(target)] = repr(exc)
+                result.errors[target.service] = repr(exc)
                 continue
             if bo.success():
                 self._state(target, "ok", None)
-            result.errors.pop(_link(target), None)
-            result.pushed[_label(target)] = result.pushed.get(_label(target), 0) + n
+            result.errors.pop(target.service, None)
+            result.pushed[target.label] = result.pushed.get(target.label, 0) + n
             if n == 0:
                 break  # pending but nothing movable (should not happen): never spin
         result.pending = self.pending()
@@ -137,7 +134,7 @@ class Syncer:
 
     def _next_target(self) -> SyncTarget | None:
         for t in self.targets:  # priority order
-            if self.backoffs[_link(t)].ready() and t.pending(self.store) > 0:
+            if self.backoffs[t.service].ready() and t.pending(self.store) > 0:
                 return t
         return None
 
@@ -146,7 +143,7 @@ class Syncer:
         return {k: b.last_error or "" for k, b in self.backoffs.items() if b.down}
 
     def pending(self) -> dict[str, int]:
-        return {_label(t): t.pending(self.store) for t in self.targets}
+        return {t.label: t.pending(self.store) for t in self.targets}
 
     def close(self) -> None:
         for t in self.targets:
@@ -191,7 +188,6 @@ class SyncLoop:
     def _publish(self, **payload: Any) -> None:
         if self._ctx is not None:
             self._ctx.bus.publish("sync_state", **payload)
-            self._ctx.stats.extra.setdefault("sync_state", {})[payload["target"]] = payload["state"]
 
     def _run(self) -> None:
         store = Store(self.cfg.db_path)  # one Store per thread
@@ -204,7 +200,7 @@ class SyncLoop:
                             self.cfg, store, build_targets(self.cfg), self._publish, self._backoff_base_s
                         )
                     self.last = syncer.cycle(self._stop)
-                    self._ctx.stats.extra["sync_pending"] = dict(self.last.pending)
+                    self._ctx.stats.sync_pending = dict(self.last.pending)
                     self._check_budget(store)
                     wait = self.cfg.sync.interval_s
                     nxt = syncer.next_wait()

@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from agent.core.config import Config
-from agent.store.uploads import DAMAGED_SQL, REST_SQL, wants_image  # noqa: F401 - re-exported
+from agent.store.uploads import wants_image
 
 CONTENT_TYPES = {
     "jpg": "image/jpeg",

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
+from emulators import BQ_PROJECT, unique
 from mosquitto import Subscriber, mosquitto  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,5 +86,57 @@ def test_skysift_run_live_feed_telemetry_and_last_will(tmp_path, mosquitto, aeri
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        log.close()
+        sub.stop()
+
+
+def test_mqtt_status_backlog_reaches_zero_after_a_full_sync(
+    tmp_path, mosquitto, aerial_tiles, gcs_emulator, bigquery_emulator  # noqa: F811
+):
+    """With ``upload_images: damaged`` the undamaged images are never owed to GCS: once the
+    sync loop has pushed everything, the MQTT status says the backlog is 0 everywhere."""
+    inbox = tmp_path / "inbox" / "survey-1"
+    inbox.mkdir(parents=True)
+    cfg = tmp_path / "skysift.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "device_id": DEV,
+        "source": {"folder": str(tmp_path / "inbox"), "settle_seconds": 0.2, "rescan_seconds": 0.5},
+        "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0},
+        "model": {"devices": ["CPU"], "cache_dir": str(tmp_path / "ov-cache")},
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "flight_summary_interval_s": 0.5},
+        "sync": {
+            "gcs": {"bucket": unique("mqtt").replace("_", "-"), "endpoint": gcs_emulator.endpoint},
+            "bigquery": {"project": BQ_PROJECT, "dataset": unique("mqtt"),
+                         "endpoint": bigquery_emulator.endpoint},
+            "upload_images": "damaged",
+        },
+    }))
+    skysift = [sys.executable, "-m", "agent", "-c", str(cfg)]
+    init = subprocess.run([*skysift, "sync", "init"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    sub = Subscriber(mosquitto, [f"{BASE}/#"]).start()
+    log = open(tmp_path / "agent.log", "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen([*skysift, "run"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for src in aerial_tiles["damaged"][:2] + aerial_tiles["undamaged"][:3]:
+            shutil.copy(src, inbox / src.name)
+        deadline = time.monotonic() + 120
+        backlog = None
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "agent.log").read_text()[-3000:]
+            sub.publish(f"{BASE}/cmd/status", {"id": "backlog?"})
+            time.sleep(0.5)
+            replies = [m.json().get("result") or {} for m in sub.on(f"{BASE}/cmd/status/reply")]
+            done = [r for r in replies if (r.get("frames") or {}).get("total") == 5]
+            backlog = done[-1]["backlog"] if done else None
+            if backlog == {"mqtt": 0, "gcs": 0, "bigquery": 0}:
+                break
+        assert backlog == {"mqtt": 0, "gcs": 0, "bigquery": 0}, backlog
+        # the retained status message a dashboard reads says the same
+        assert sub.on(f"{BASE}/status")[-1].json()["backlog"] == backlog
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(60)
         log.close()
         sub.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import ssl
@@ -162,7 +163,8 @@ def test_commands_and_error_replies(tmp_path, mosquitto):  # noqa: F811
         sub.stop()
 
 
-def test_broker_restart_loses_nothing(tmp_path, tiles):
+def test_broker_restart_loses_nothing(tmp_path, tiles, caplog):
+    caplog.set_level(logging.INFO, logger="agent.live.mqtt")
     broker = make_broker(tmp_path / "broker").start()
     cfg = _cfg(tmp_path, broker.port)
     sub = Subscriber(broker, [f"{BASE}/frames"]).start()
@@ -189,6 +191,10 @@ def test_broker_restart_loses_nothing(tmp_path, tiles):
         # status and metrics hear of the link going down and coming back, once each
         assert ("mqtt", "down") in links and links[-1] == ("mqtt", "ok"), links
         assert links.count(("mqtt", "down")) == 1, links
+        # and the journal gets one line for the outage and one for the recovery, not one a retry
+        lines = [r.getMessage() for r in caplog.records if r.name == "agent.live.mqtt"]
+        assert sum(f"MQTT broker 127.0.0.1:{broker.port} failing: " in m for m in lines) == 1, lines
+        assert sum(f"MQTT broker 127.0.0.1:{broker.port} recovered after" in m for m in lines) == 1, lines
     finally:
         pub.stop()
         store.close()

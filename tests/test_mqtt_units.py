@@ -15,9 +15,10 @@ from agent.core.events import EventBus
 from agent.core.runtime import AgentContext, Stats
 from agent.imaging.decode import ExifInfo
 from agent.imaging.geotag import geotag
+from agent.live.client import read_password
 from agent.live.commands import CommandDispatcher
 from agent.live.homeassistant import discovery_messages
-from agent.live.mqtt import MqttPublisher, read_password
+from agent.live.mqtt import MqttPublisher
 from agent.live.payloads import Topics, flight_summary, frame_message
 from agent.live.telemetry import TelemetryBuffer, TelemetryError, parse_position
 

@@ -15,7 +15,8 @@ import pytest
 from agent.core.config import parse_config
 from agent.core.events import EventBus
 from agent.core.runtime import AgentContext, Stats
-from agent.service.status import StateFile, collect, format_text, read_state, state_path
+from agent.service.state_file import StateFile, state_path
+from agent.service.status import collect, format_text, read_state
 from agent.store.db import Store
 
 SKYSIFT = Path(sys.executable).with_name("skysift")
@@ -165,3 +166,58 @@ def test_unreadable_database_gives_a_clear_error(cfg_file, db, monkeypatch):
     monkeypatch.setattr(status.os, "access", lambda *_a, **_k: False)
     with pytest.raises(status.StatusError, match="sudo skysift status"):
         status.collect(load_config(cfg_file))
+
+
+def test_running_agent_writes_the_model_it_runs_to_the_state_file(tmp_path):
+    from agent.service.agent import Agent
+    from models.card import load_card
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = parse_config({
+        "storage": {"dir": str(tmp_path / "data")},
+        "source": {"folder": str(inbox)},
+        "model": {"devices": ["CPU"], "cache_dir": str(tmp_path / "cache")},
+    })
+    agent = Agent(cfg, components=[StateFile(interval_s=0.1)])
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        state, running = read_state(cfg)
+        while not running and time.monotonic() < deadline:
+            assert t.is_alive()
+            time.sleep(0.1)
+            state, running = read_state(cfg)
+        assert running, state
+        card = load_card(cfg.model.path)
+        assert state["model"] == f"{card.data['name']} v{card.data['version']}"
+        assert state["model_sha256"] == card.sha256 and len(card.sha256) == 64
+        s = collect(cfg)
+        assert s["engine"]["model"] == state["model"]
+        assert s["engine"]["model_sha256"] == card.sha256
+    finally:
+        agent.stop()
+        t.join(timeout=60)
+    assert not t.is_alive()
+
+
+def test_state_file_carries_the_sync_and_mqtt_state(cfg_file, db):
+    from agent.core.config import load_config
+    from agent.core.runtime import MqttState
+
+    cfg = load_config(cfg_file)
+    ctx = _ctx(cfg)
+    sf = StateFile(interval_s=60)
+    sf.start(ctx)
+    try:
+        assert read_state(cfg)[0]["mqtt"] is None  # MQTT off
+        ctx.stats.sync_pending = {"bigquery": 2, "gcs (damaged images)": 1}
+        ctx.stats.mqtt = MqttState(connected=False, backlog=3, in_flight=1, last_error="cannot reach the broker")
+        sf.write()
+        state, running = read_state(cfg)
+        assert running and state["sync_pending"] == {"bigquery": 2, "gcs (damaged images)": 1}
+        assert state["mqtt"] == {"connected": False, "backlog": 3, "in_flight": 1,
+                                 "last_error": "cannot reach the broker"}
+    finally:
+        sf.stop()

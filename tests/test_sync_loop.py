@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import subprocess
+import sys
 import threading
 
 from emulators import BQ_PROJECT, unique
@@ -45,7 +48,7 @@ def test_loop_wakes_on_new_frames_and_on_sync_now(tmp_path, aerial_tiles, gcs_em
         assert ctx.command("sync_now") is True
         assert wait_for(lambda: store.count_pending("bigquery") == 0
                         and store.count_pending("gcs", where="f.label = 'damaged'") == 0, 60)
-        assert wait_for(lambda: ctx.stats.extra.get("sync_pending", {}).get("bigquery") == 0, 10)
+        assert wait_for(lambda: ctx.stats.sync_pending.get("bigquery") == 0, 10)
     finally:
         loop.stop()
     assert not loop._thread.is_alive()
@@ -106,3 +109,43 @@ def test_sync_bench_small_run_reports_both_approaches(tmp_path, shared_data, gcs
     for k in ("rows_per_s", "images_per_s", "baseline_rows_per_s", "baseline_images_per_s"):
         assert res[k] > 0
     assert "extrapolated" in res["note"] and "| skysift" in res["markdown"]
+
+
+_COUNT_WITHOUT_GOOGLE = """
+import json, sys
+sys.modules["google"] = None  # as if google-cloud-* were not installed: any import of it fails
+import sync
+from agent.core.config import parse_config
+from agent.store.db import Store
+
+out = {}
+for upload in ("none", "damaged", "all"):
+    cfg = parse_config({"storage": {"dir": sys.argv[1]}, "mqtt": {"host": "127.0.0.1"},
+                        "sync": {"gcs": {"bucket": "b"}, "bigquery": {"project": "p"},
+                                 "upload_images": upload}})
+    store = Store(cfg.db_path)
+    if upload == "none":
+        store.ensure_flight("f1", source="folder")
+        store.add_frames([{"frame_id": f"{i:032x}", "flight_id": "f1", "source": f"f1/{i}.png",
+                           "status": "classified", "label": "damaged" if i < 2 else "undamaged"}
+                          for i in range(5)])
+        store.end_flight("f1")
+        store.mark_delivered("gcs", [f"{0:032x}"])
+        store.mark_delivered("mqtt", [f"{i:032x}" for i in range(4)])
+    out[upload] = [sync.per_target(cfg, store), sync.backlog(cfg, store)]
+    store.close()
+print(json.dumps(out))
+"""
+
+
+def test_backlog_follows_upload_images_and_needs_no_cloud_library(tmp_path):
+    r = subprocess.run([sys.executable, "-c", _COUNT_WITHOUT_GOOGLE, str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # 5 frames, 2 damaged (one already uploaded), one ended flight; MQTT acknowledged 4
+    assert out["none"] == [{"bigquery": 5, "bigquery_flights": 1}, {"bigquery": 5, "mqtt": 1}]
+    assert out["damaged"] == [{"bigquery": 5, "bigquery_flights": 1, "gcs (damaged images)": 1},
+                              {"bigquery": 5, "gcs": 1, "mqtt": 1}]
+    assert out["all"] == [{"bigquery": 5, "bigquery_flights": 1, "gcs (damaged images)": 1,
+                           "gcs (rest images)": 3}, {"bigquery": 5, "gcs": 4, "mqtt": 1}]

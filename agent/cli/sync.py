@@ -128,23 +128,14 @@ def _once(cfg, timeout: float, as_json: bool) -> int:
 def _status(cfg, as_json: bool) -> int:
     from agent.store.db import Store
     from agent.store.retention import usage
-    from sync.paths import DAMAGED_SQL, REST_SQL
+    from sync import per_target
 
     if not cfg.db_path.exists():
         print(f"no database at {cfg.db_path}")
         return 0
     store = Store(cfg.db_path, readonly=True)
     try:
-        out: dict = {"pending": {}, "open_batches": {}, "failed": {}}
-        if cfg.sync.bigquery.project:
-            from sync.bigquery import pending_flights
-
-            out["pending"]["bigquery"] = store.count_pending("bigquery")
-            out["pending"]["bigquery_flights"] = pending_flights(store)
-        if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
-            out["pending"]["gcs (damaged images)"] = store.count_pending("gcs", where=DAMAGED_SQL)
-            if cfg.sync.upload_images == "all":
-                out["pending"]["gcs (other images)"] = store.count_pending("gcs", where=REST_SQL)
+        out: dict = {"pending": per_target(cfg, store), "open_batches": {}, "failed": {}}
         try:
             for r in store.db.execute(
                 "SELECT target, COUNT(*) n FROM sync_batches WHERE state = 'open' GROUP BY target"

@@ -18,6 +18,17 @@ from agent.core.events import EventBus
 
 
 @dataclass
+class MqttState:
+    """The broker link as the MQTT publisher last saw it (written by it, shown in state.json)."""
+
+    connected: bool = False
+    #: frames whose message the broker has not acknowledged yet
+    backlog: int = 0
+    in_flight: int = 0
+    last_error: str | None = None
+
+
+@dataclass
 class Stats:
     """Counters of this process, read by status, metrics and the watchdog."""
 
@@ -41,7 +52,11 @@ class Stats:
     model: str | None = None
     model_sha256: str | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=600))  # (monotonic, n) pairs
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: sync target label -> items pending after the sync loop's last cycle (read by state.json);
+    #: replaced whole, never mutated, so readers on other threads see one cycle's numbers
+    sync_pending: dict[str, int] = field(default_factory=dict)
+    #: None while MQTT is off
+    mqtt: MqttState | None = None
     #: loop name -> monotonic time of its last turn (see :meth:`beat`)
     heartbeats: dict[str, float] = field(default_factory=dict)
 

@@ -104,6 +104,7 @@ class Agent:
             ctx.stats.engine = getattr(classifier, "engine", None)
             ctx.stats.device = getattr(classifier, "device", None)
             ctx.stats.precision = getattr(classifier, "precision", None)
+            ctx.stats.model, ctx.stats.model_sha256 = _model_identity(classifier)
             ctx.bus.subscribe("engine_fallback", self._on_fallback)
             run_id = store.start_run(sysinfo.run_row(cfg.device_id, classifier))
             ctx.run_id = run_id
@@ -210,6 +211,15 @@ class Agent:
             st.engine = getattr(clf, "engine", st.engine)
             st.device = getattr(clf, "device", st.device)
             st.precision = getattr(clf, "precision", st.precision)
+
+
+def _model_identity(classifier: Any) -> tuple[str | None, str | None]:
+    """Name and sha256 of the model the classifier runs, from its card (the hash is the one
+    the ``runs`` row records: the card's, which pins every model file)."""
+    from agent.service.status import model_label
+
+    card = getattr(classifier, "card", None)
+    return (model_label(card) if card is not None else None), getattr(classifier, "model_sha256", None)
 
 
 def _build_components(cfg: Config) -> list[Component]:

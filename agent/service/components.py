@@ -20,7 +20,7 @@ from agent.core.config import Config
 from agent.core.errors import MissingExtra
 from agent.core.runtime import Component
 from agent.service.sdnotify import Notifier
-from agent.service.status import StateFile
+from agent.service.state_file import StateFile
 
 
 @dataclass(frozen=True)

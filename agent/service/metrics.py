@@ -55,7 +55,7 @@ class _LiveCollector(Collector):
         st = ctx.stats
         q = GaugeMetricFamily("skysift_queue_depth", "Frames waiting in a pipeline queue", labels=["queue"])
         q.add_metric(["source"], st.queue_depth)
-        for name, depth in (st.extra.get("queue_depths") or {}).items():
+        for name, depth in dict(st.queue_depths).items():
             q.add_metric([str(name)], float(depth))
         yield q
         d = CounterMetricFamily(
@@ -149,15 +149,15 @@ class MetricsServer:
 
     def db_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Backlog and failed deliveries per target, read from the database (scrape thread)."""
-        from agent.service.status import backlog_counts
         from agent.store.db import Store
+        from sync import backlog
 
         path = self.cfg.db_path
         if not path.exists():
             return {}, {}
         store = Store(path, readonly=True)  # per scrape: the HTTP server's threads come and go
         try:
-            backlog = backlog_counts(store, self.cfg)
+            counts = backlog(self.cfg, store)
             failed = {
                 r[0]: r[1]
                 for r in store.db.execute(
@@ -169,7 +169,7 @@ class MetricsServer:
             return {}, {}
         finally:
             store.close()
-        return backlog, failed
+        return counts, failed
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self, ctx: AgentContext) -> None:

@@ -205,9 +205,7 @@ class Notifier:
         self._thread.start()
 
     def _loop(self, ctx: AgentContext, health: PipelineHealth, tick: float, timeout: float | None) -> None:
-        from agent.service.status import (
-            backlog_counts,  # reads the DB; imported here to keep start cheap
-        )
+        from sync import backlog as count_backlog  # imported here to keep start cheap
 
         last_status = 0.0
         was_healthy = True
@@ -233,7 +231,7 @@ class Notifier:
                         if store is None:
                             store = _open_store(ctx)
                         if store is not None:
-                            backlog = backlog_counts(store, ctx.cfg)
+                            backlog = count_backlog(ctx.cfg, store)
                     except Exception as exc:  # the DB may be busy or not created yet
                         log.debug("backlog for STATUS unavailable: %s", exc)
                     self._sd.status(status_line(ctx.stats, backlog))

@@ -1,181 +1,37 @@
-"""What `skysift status` shows, and the state file the running agent writes for it.
+"""What `skysift status` shows: the database plus the running agent's state file.
 
 The database is the source of truth for everything durable (flights, frames, backlog, last
-successful sync, the engine of the last run). What only the running process knows (is it alive,
-frames per second right now, queue depth, link up or down, pause reason) it writes every few
-seconds to ``<storage.dir>/state.json`` through :class:`StateFile`, atomically (write a temp file,
-then rename), so that a reader never sees half a file and `skysift status` works from any shell
-while the service runs, without talking to the process.
+successful sync, the engine of the last run); what only the running process knows comes from
+``<storage.dir>/state.json`` (:mod:`agent.service.state_file`), trusted only while fresh and
+its writer alive.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import SkysiftError
+from agent.service.state_file import state_path
 
 if TYPE_CHECKING:
     from agent.core.config import Config
-    from agent.core.runtime import AgentContext
     from agent.store.db import Store
-
-log = logging.getLogger(__name__)
-
+    from models.card import ModelCard
 
 class StatusError(SkysiftError):
     """The database or state file exists but cannot be read (usually: not run as root)."""
 
 
-STATE_FILE = "state.json"
-STATE_INTERVAL_S = 2.0
 #: a state file older than this is from a process that died without cleaning up
 STALE_AFTER_S = 30.0
 
-
-def state_path(cfg: Config) -> Path:
-    return cfg.storage.dir / STATE_FILE
-
-
-def sync_targets(cfg: Config) -> dict[str, tuple[str, list[Any]]]:
-    """The configured delivery targets, each with the SQL filter of the frames it wants.
-
-    Names match the ``deliveries.target`` values the sync loop and the MQTT publisher use.
-    """
-    from agent.store.uploads import (
-        DAMAGED_SQL,  # the sync loop's own filter: the counts cannot drift
-    )
-
-    targets: dict[str, tuple[str, list[Any]]] = {}
-    if cfg.sync.gcs.bucket and cfg.sync.upload_images != "none":
-        where = DAMAGED_SQL if cfg.sync.upload_images == "damaged" else "f.status = 'classified'"
-        targets["gcs"] = (where, [])
-    if cfg.sync.bigquery.project:
-        targets["bigquery"] = ("", [])
-    if cfg.mqtt.host:
-        targets["mqtt"] = ("", [])
-    return targets
-
-
-def backlog_counts(store: Store, cfg: Config) -> dict[str, int]:
-    """Frames not yet delivered, per configured target."""
-    return {t: store.count_pending(t, where, args) for t, (where, args) in sync_targets(cfg).items()}
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-# --- the running agent's side ------------------------------------------------------------------
-
-class StateFile:
-    """Component: keeps ``<storage.dir>/state.json`` up to date while the agent runs."""
-
-    name = "state_file"
-
-    def __init__(self, interval_s: float = STATE_INTERVAL_S):
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ctx: AgentContext | None = None
-        self._lock = threading.Lock()
-        self._links: dict[str, dict[str, Any]] = {}
-        self._fallbacks: list[dict[str, Any]] = []
-        self.started_at = time.time()
-
-    def start(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
-        ctx.bus.subscribe("sync_state", self._on_sync_state)
-        ctx.bus.subscribe("engine_fallback", self._on_fallback)
-        self.write()
-        self._thread = threading.Thread(target=self._loop, name="state-file", daemon=True)
-        self._thread.start()
-
-    def _on_sync_state(self, target: str, state: str, error: str | None = None, **_: Any) -> None:
-        with self._lock:
-            prev = self._links.get(target)
-            since = prev["since"] if prev and prev["state"] == state else _iso(time.time())
-            self._links[target] = {"state": state, "error": error, "since": since}
-
-    def _on_fallback(self, **payload: Any) -> None:
-        with self._lock:
-            self._fallbacks.append({k: str(v) for k, v in payload.items()} | {"at": _iso(time.time())})
-            del self._fallbacks[:-5]
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.write()
-            except Exception:
-                log.exception("cannot write %s; will retry", STATE_FILE)
-
-    def snapshot(self) -> dict[str, Any]:
-        ctx = self._ctx
-        assert ctx is not None
-        st = ctx.stats
-        now = time.monotonic()
-        with self._lock:
-            links = {k: dict(v) for k, v in self._links.items()}
-            fallbacks = list(self._fallbacks)
-        return {
-            "pid": os.getpid(),
-            "run_id": ctx.run_id,
-            "started_at": _iso(self.started_at),
-            "updated_at": _iso(time.time()),
-            "updated_unix": time.time(),
-            "engine": st.engine,
-            "device": st.device,
-            "precision": st.precision,
-            "model": st.extra.get("model"),
-            "model_sha256": st.extra.get("model_sha256"),
-            "current_flight": st.current_flight,
-            "frames_committed": st.frames_committed,
-            "frames_classified": st.frames_classified,
-            "frames_rejected": st.frames_rejected,
-            "frames_damaged": st.frames_damaged,
-            "frames_dropped": st.frames_dropped,
-            "engine_fallbacks": st.engine_fallbacks,
-            "fallbacks": fallbacks,
-            "fps_10s": round(st.fps(10.0), 3),
-            "fps_60s": round(st.fps(60.0), 3),
-            "queue_depth": st.queue_depth,
-            "paused_reason": st.paused_reason,
-            "last_progress_age_s": round(now - st.last_progress_monotonic, 1),
-            "links": links,
-        }
-
-    def write(self) -> None:
-        path = state_path(self._ctx.cfg)  # type: ignore[union-attr]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.snapshot(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._ctx is not None:
-            try:
-                snap = self.snapshot()
-                snap["stopped_at"] = snap["updated_at"]
-                path = state_path(self._ctx.cfg)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(snap, indent=1), encoding="utf-8")
-                os.replace(tmp, path)
-            except OSError as exc:
-                log.warning("cannot write the final %s: %s", STATE_FILE, exc)
-
-
-# --- the reader's side (`skysift status`) ------------------------------------------------------
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -282,13 +138,18 @@ def collect(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def model_label(card: ModelCard) -> str:
+    """How reports name a model: its card's name and version."""
+    return f"{card.data.get('name', card.dir.name)} v{card.data.get('version', '?')}"
+
+
 def _model_name(cfg: Config, sha256: str | None) -> str | None:
     """Name and version from the configured model's card, when it is the model that ran."""
     from models.card import load_card
 
     try:
         card = load_card(cfg.model.path)
-        name = f"{card.data.get('name', card.dir.name)} v{card.data.get('version', '?')}"
+        name = model_label(card)
         if sha256 and card.sha256 != sha256:
             return f"a model other than the configured {name}"
         return name
@@ -297,6 +158,8 @@ def _model_name(cfg: Config, sha256: str | None) -> str | None:
 
 
 def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
+    from sync import backlog
+
     db = store.db
     totals = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(status = 'classified'), 0), COALESCE(SUM(status = 'rejected'), 0), "
@@ -331,7 +194,7 @@ def _from_db(store: Store, cfg: Config) -> dict[str, Any]:
             "damaged": totals[3],
         },
         "flights": {"count": n_flights, "open": open_flights, "recent": flights},
-        "backlog": backlog_counts(store, cfg),
+        "backlog": backlog(cfg, store),
         "failed_deliveries": failed,
         "last_sync": last_sync,
         "last_run": dict(run) if run else None,
