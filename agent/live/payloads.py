@@ -16,9 +16,10 @@ from typing import Any
 
 from agent import __version__
 from agent.core.config import Config
+from agent.store.columns import frame_columns
 
 #: The keys of one ``frames`` message, in this order (rejected frames carry ``reason``).
-FRAME_KEYS = (
+FRAME_KEYS = frame_columns(
     "frame_id",
     "flight_id",
     "status",
