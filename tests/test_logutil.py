@@ -23,7 +23,7 @@ def test_first_error_then_reminders_then_recovered(caplog):
             link.failure(ConnectionRefusedError("connection refused"))
             clock.t += 1
         assert [r.getMessage() for r in caplog.records] == [
-            "MQTT broker 127.0.0.1:1883 failing: connection refused"
+            "MQTT broker 127.0.0.1:1883: link down: connection refused"
         ]
         assert link.failing and link.failures == 50
         clock.t = 61
@@ -35,13 +35,13 @@ def test_first_error_then_reminders_then_recovered(caplog):
         link.success()  # a second success logs nothing
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 3
-    assert msgs[1] == "MQTT broker 127.0.0.1:1883 still failing after 51 attempts over 61s: timed out"
-    assert msgs[2] == "MQTT broker 127.0.0.1:1883 recovered after 52 failed attempts over 90s"
+    assert msgs[1] == "MQTT broker 127.0.0.1:1883: still down after 51 attempts over 61s: timed out"
+    assert msgs[2] == "MQTT broker 127.0.0.1:1883: recovered after 52 failed attempts over 90s"
     assert not link.failing
     # A new outage starts a new first line.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="skysift.test.link"):
         link.failure(OSError("network unreachable"))
     assert [r.getMessage() for r in caplog.records] == [
-        "MQTT broker 127.0.0.1:1883 failing: network unreachable"
+        "MQTT broker 127.0.0.1:1883: link down: network unreachable"
     ]

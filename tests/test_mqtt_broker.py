@@ -193,8 +193,8 @@ def test_broker_restart_loses_nothing(tmp_path, tiles, caplog):
         assert links.count(("mqtt", "down")) == 1, links
         # and the journal gets one line for the outage and one for the recovery, not one a retry
         lines = [r.getMessage() for r in caplog.records if r.name == "agent.live.mqtt"]
-        assert sum(f"MQTT broker 127.0.0.1:{broker.port} failing: " in m for m in lines) == 1, lines
-        assert sum(f"MQTT broker 127.0.0.1:{broker.port} recovered after" in m for m in lines) == 1, lines
+        assert sum(f"MQTT broker 127.0.0.1:{broker.port}: link down: " in m for m in lines) == 1, lines
+        assert sum(f"MQTT broker 127.0.0.1:{broker.port}: recovered after" in m for m in lines) == 1, lines
     finally:
         pub.stop()
         store.close()

@@ -1,8 +1,8 @@
 """One retry helper for every link (sync targets, the camera stream): capped exponential
 backoff with full jitter.
 
-It also owns the link-state log lines, so that an outage reads as one "down" line, a reminder
-now and then (never one line per retry), and one "recovered" line.
+Its link-state log lines come from :class:`agent.core.logutil.LinkLog`: an outage reads as one
+"link down" line, a reminder now and then (never one line per retry), and one "recovered" line.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+
+from agent.core.logutil import LinkLog
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +38,23 @@ class Backoff:
         self.name = name
         self.base_s = base_s
         self.cap_s = cap_s
-        self.remind_every_s = remind_every_s
-        self.failures = 0
-        self.last_error: str | None = None
         self.next_at = 0.0
         self._clock = clock
         self._rng = rng or random.Random()
-        self._down_since: float | None = None
-        self._last_reminder = 0.0
+        self._log = LinkLog(log, name, remind_s=remind_every_s, clock=clock)
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed attempts (0 while the link is up)."""
+        return self._log.failures
+
+    @property
+    def last_error(self) -> str | None:
+        return self._log.last_error
 
     @property
     def down(self) -> bool:
-        return self.failures > 0
+        return self._log.failing
 
     def ready(self) -> bool:
         """True when an attempt is allowed now."""
@@ -69,33 +76,11 @@ class Backoff:
 
     def failure(self, error: str) -> bool:
         """Record a failed attempt; return True when this failure took the link down."""
-        now = self._clock()
-        self.failures += 1
-        self.last_error = error
-        self.next_at = now + self.next_delay()
-        if self.failures == 1:
-            self._down_since = now
-            self._last_reminder = now
-            log.warning("%s: link down, will retry with backoff: %s", self.name, error)
-            return True
-        if now - self._last_reminder >= self.remind_every_s:
-            self._last_reminder = now
-            log.warning(
-                "%s: still down after %d attempts (%.0f s): %s",
-                self.name, self.failures, now - (self._down_since or now), error,
-            )
-        return False
+        self._log.failure(error)
+        self.next_at = self._clock() + self.next_delay()
+        return self._log.failures == 1
 
     def success(self) -> bool:
         """Record a successful attempt; return True when this ends an outage."""
-        if self.failures == 0:
-            return False
-        log.info(
-            "%s: recovered after %d failed attempts (%.0f s)",
-            self.name, self.failures, self._clock() - (self._down_since or self._clock()),
-        )
-        self.failures = 0
-        self.last_error = None
         self.next_at = 0.0
-        self._down_since = None
-        return True
+        return self._log.success()
