@@ -201,6 +201,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _export_ir(model: Any, out_dir: Path, failure: str) -> Path:
+    """export_ir with any converter failure as a ModelError that says what was being converted."""
+    try:
+        return export_ir(model, out_dir)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{failure}: {exc}") from exc
+
+
 def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
             keep_keras: bool = True) -> Path:
     """Convert ``src`` (.keras, .h5 or SavedModel dir) to IR + card in ``out_dir``; return the card path."""
@@ -216,24 +226,14 @@ def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
         kind, loader = "saved_model", "openvino"
         import openvino as ov
 
-        try:
-            ir = export_ir(src, out_dir)
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{src}: OpenVINO could not convert this SavedModel: {exc}") from exc
+        ir = _export_ir(src, out_dir, f"{src}: OpenVINO could not convert this SavedModel")
         shape = ov.Core().read_model(str(ir)).inputs[0].get_partial_shape()
         shape = [None if d.is_dynamic else d.get_length() for d in shape]
     else:
         kind = "keras" if src.suffix.lower() == ".keras" else "h5"
         model, loader = load_keras_model(src)
         shape = list(model.inputs[0].shape)
-        try:
-            ir = export_ir(model, out_dir)
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{src}: OpenVINO could not convert this model: {exc}") from exc
+        ir = _export_ir(model, out_dir, f"{src}: OpenVINO could not convert this model")
         if keep_keras:
             # The TensorFlow engine needs a Keras 3 file; re-saving also upgrades a legacy .h5.
             model.save(out_dir / KERAS_NAME)

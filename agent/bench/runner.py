@@ -139,24 +139,23 @@ def _bench_workload(
         if runs:
             entry["pipeline_runs"] = runs
             entry["pipeline"] = _median_run(runs)
-    if opts.handbuilt:
-        say(f"{kind}: hand-built OpenVINO loop (the yardstick)")
+    # Each optional measurement fails alone: the rest of the report stands.
+    measurements = (
+        (opts.handbuilt, "handbuilt", "hand-built OpenVINO loop (the yardstick)", bench_handbuilt),
+        (opts.stages, "stages", "stage-by-stage run", bench_stages),
+        (opts.baseline, "baseline_2020", "2020 loop on a sample", bench_baseline),
+    )
+    for wanted, key, what, measure in measurements:
+        if not wanted:
+            continue
+        say(f"{kind}: {what}")
         try:
-            entry["handbuilt"] = bench_handbuilt(w, work, opts)
+            entry[key] = measure(w, work, opts)
         except _FAILED as exc:
-            entry["handbuilt"] = {"error": str(exc).splitlines()[0]}
-    if opts.stages:
-        say(f"{kind}: stage-by-stage run")
-        try:
-            entry["stages"] = bench_stages(w, work, opts)
-        except _FAILED as exc:
-            errors.append(f"{kind} stages: {exc}")
-    if opts.baseline:
-        say(f"{kind}: 2020 loop on a sample")
-        try:
-            entry["baseline_2020"] = bench_baseline(w, work, opts)
-        except _FAILED as exc:
-            entry["baseline_2020"] = {"error": str(exc).splitlines()[0]}
+            if key == "stages":  # the stage table has no error row: the report lists it
+                errors.append(f"{kind} stages: {exc}")
+            else:
+                entry[key] = {"error": str(exc).splitlines()[0]}
     entry["verdict"] = _verdict(kind, entry)
     return entry
 

@@ -16,27 +16,17 @@ from typing import Any
 
 from agent import __version__
 from agent.core.config import Config
-from agent.store.columns import frame_columns
+from agent.store.columns import FRAME_COLUMNS
 
-#: The keys of one ``frames`` message, in this order (rejected frames carry ``reason``).
-FRAME_KEYS = frame_columns(
-    "frame_id",
-    "flight_id",
-    "status",
-    "reason",
-    "label",
-    "p_damaged",
-    "tiles",
-    "damaged_tiles",
-    "lat",
-    "lon",
-    "alt",
-    "geo_source",
-    "captured_at",
-    "classified_at",
-    "engine",
-    "device",
-)
+#: Frame columns a ``frames`` message leaves out: device-local paths and hashes, the bulky tile
+#: grid, and timings a field team does not act on. Every other column is sent, so a column added
+#: to the frames table reaches the ground station without a second list to keep.
+NOT_SENT = frozenset({
+    "source", "image_path", "sha256", "bytes", "tile_px", "tile_grid", "width", "height",
+    "precision", "inference_ms", "total_ms", "run_id",
+})
+#: The keys of one ``frames`` message, in column order (rejected frames carry ``reason``).
+FRAME_KEYS = tuple(c for c in FRAME_COLUMNS if c not in NOT_SENT)
 
 FLIGHT_KEYS = ("flight_id", "name", "source", "started_at", "ended_at", "frames", "classified", "damaged", "rejected")
 
