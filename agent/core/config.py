@@ -157,6 +157,16 @@ class ModelConfig(_Section):
         default=200.0, gt=0, le=1_000_000,
         description="Larger files are rejected.",
     )
+    # 128: a frame at max_pixels decoded to 8-bit gray is 114 MB; with the model loaded that
+    # keeps the agent under 700 MB RSS (docs in agent/imaging/decode.py).
+    max_decode_mb: float = Field(
+        default=128.0,
+        ge=1,
+        le=65536,
+        description="Memory one decode may take (width x height x channels x bytes per sample, "
+        "from the header). Larger PNG and JPEG frames are decoded straight to 8-bit gray if "
+        "that fits; others are rejected.",
+    )
 
     @field_validator("devices")
     @classmethod

@@ -4,6 +4,12 @@ Decoding is defensive because the input is whatever lands in a folder on a drone
 
 - the size is read from the header and checked against ``max_pixels`` *before* any pixel is
   decoded, so a decompression bomb (a tiny PNG claiming 100000x100000) costs nothing;
+- the pixel limit is not a memory limit: a 120 MP 16-bit RGBA PNG is 915 MB decoded (and Pillow
+  took the process to 1.55 GB). The decoded size (width x height x channels x bytes per sample,
+  from the header) is checked against ``max_decode_bytes`` (``model.max_decode_mb``) before
+  decoding too. A PNG over it is decoded straight to 8-bit gray by libpng (OpenCV), which
+  converts row by row and never holds the full-depth frame; a JPEG always is (libjpeg converts
+  each MCU row). What does not fit even as gray is rejected as ``too_large``;
 - JPEGs are decoded by libjpeg-turbo (simplejpeg) in strict mode, where a libjpeg *warning*
   is an error. OpenCV and Pillow both return a half-grey picture for a truncated or damaged
   JPEG without complaint, and the model would then classify the grey;
@@ -26,11 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.core.config import ModelConfig
 from agent.core.errors import ImageError
 from agent.imaging.exif import ExifInfo, apply_orientation, read_exif
 
 #: formats decoded; anything else Pillow can identify is "unsupported", the rest "not_image"
 SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp", "webp")
+
+#: ``model.max_decode_mb``'s default, for callers that do not pass the configured budget
+DEFAULT_MAX_DECODE_BYTES = int(ModelConfig.model_fields["max_decode_mb"].default * 1024**2)
+
+#: PNG colour type -> samples per pixel (0 gray, 2 RGB, 3 palette index, 4 gray+alpha, 6 RGBA)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 @dataclass
@@ -92,6 +106,7 @@ def decode_image(
     tile_px: int,
     input_px: int = 128,
     max_pixels: int,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     camera_timezone: str = "UTC",
     sha256: str | None = None,
 ) -> DecodedImage:
@@ -100,8 +115,11 @@ def decode_image(
     ``sha256``: the hex digest of ``data`` when the caller has it already (the pipeline hashes
     every file for its frame id; hashing a 3.5 MB JPEG again cost 2.7 ms a frame).
 
+    ``max_decode_bytes``: the memory one decode may take (``model.max_decode_mb``), see the
+    module docstring.
+
     Reasons: ``empty``, ``not_image``, ``unsupported``, ``too_large`` (more than
-    ``max_pixels``), ``corrupt``, ``truncated``.
+    ``max_pixels``, or more than ``max_decode_bytes`` even as gray), ``corrupt``, ``truncated``.
     """
     if not data:
         raise ImageError("empty", "the file is empty")
@@ -113,11 +131,11 @@ def decode_image(
     exif = read_exif(data, camera_timezone) if fmt in ("jpeg", "tiff", "png", "webp") else ExifInfo()
     gray = None
     if fmt == "jpeg":
-        gray, w, h, scale = _decode_jpeg(data, tile_px, input_px, max_pixels)
+        gray, w, h, scale = _decode_jpeg(data, tile_px, input_px, max_pixels, max_decode_bytes)
     if fmt == "png":
-        gray, w, h, scale = _decode_png_gray8(data, max_pixels)
+        gray, w, h, scale = _decode_png(data, max_pixels, max_decode_bytes)
     if gray is None:
-        gray, w, h, scale = _decode_pillow(data, fmt, tile_px, input_px, max_pixels)
+        gray, w, h, scale = _decode_pillow(data, fmt, tile_px, input_px, max_pixels, max_decode_bytes)
     gray = apply_orientation(gray, exif.orientation)
     if exif.orientation in (5, 6, 7, 8):
         w, h = h, w
@@ -144,6 +162,17 @@ def _check_pixels(w: int, h: int, max_pixels: int) -> None:
         )
 
 
+def _check_memory(w: int, h: int, per_px: int, budget: int, what: str) -> None:
+    """Refuse, from the header, a decode of ``w`` x ``h`` at ``per_px`` bytes over ``budget``."""
+    need = w * h * per_px
+    if need > budget:
+        raise ImageError(
+            "too_large",
+            f"{w}x{h} {what} is {need / 1024**2:.0f} MB decoded, more than model.max_decode_mb "
+            f"({budget / 1024**2:.0f} MB); not decoded",
+        )
+
+
 def _jpeg_error(msg: str) -> ImageError:
     low = msg.lower()
     # libjpeg says "Corrupt JPEG data: premature end of data segment" for damaged entropy
@@ -153,7 +182,7 @@ def _jpeg_error(msg: str) -> ImageError:
     return ImageError("corrupt", f"corrupt JPEG: {msg}")
 
 
-def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int):
+def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int, budget: int):
     """Strict libjpeg-turbo decode; returns (None, ...) when Pillow should handle it (CMYK)."""
     try:
         import simplejpeg
@@ -167,6 +196,8 @@ def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int):
     if colorspace not in ("Gray", "YCbCr", "RGB"):
         return None, 0, 0, 1.0  # CMYK/YCCK: turbojpeg cannot give gray, Pillow can
     r = reduction_factor(w, h, tile_px, input_px)
+    # Only the gray output is ever whole in memory: libjpeg converts the colour per MCU row.
+    _check_memory(-(-w // r), -(-h // r), 1, budget, f"JPEG at 1/{r} as 8-bit gray")
     kw = {"min_width": -(-w // r), "min_height": -(-h // r)} if r > 1 else {}
     try:
         arr = simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, **kw)
@@ -178,14 +209,42 @@ def _decode_jpeg(data: bytes, tile_px: int, input_px: int, max_pixels: int):
     return np.ascontiguousarray(gray), w, h, gray.shape[1] / w
 
 
-def _decode_png_gray8(data: bytes, max_pixels: int):
+def _decode_png(data: bytes, max_pixels: int, budget: int):
+    """PNG by its IHDR: 8-bit gray by the fast paths, a frame over ``budget`` straight to gray,
+    else (None, ...) and Pillow decodes it (and names any error)."""
+    if len(data) < 26 or data[12:16] != b"IHDR" or data[25] not in _PNG_CHANNELS:
+        return None, 0, 0, 1.0  # a broken header: Pillow says what is wrong
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour = data[24], data[25]
+    _check_pixels(w, h, max_pixels)
+    per_px = _PNG_CHANNELS[colour] * (2 if depth == 16 else 1)
+    if per_px * w * h > budget:
+        _check_memory(w, h, 1, budget, f"PNG ({depth}-bit, colour type {colour}) as 8-bit gray")
+        return _decode_png_to_gray(data, w, h)
+    if depth == 8 and colour == 0:
+        return _decode_png_gray8(data)
+    return None, 0, 0, 1.0
+
+
+def _decode_png_to_gray(data: bytes, w: int, h: int):
+    """libpng through OpenCV: strip_16, rgb_to_gray and strip_alpha are applied row by row into
+    the gray array, so the full-depth frame is never in memory. Its luma rounds differently
+    from Pillow's (by 1 in some pixels): only frames too big for Pillow's decode come here."""
+    import cv2  # already loaded by the tiling code in the agent
+
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if gray is None or gray.shape != (h, w):
+        if not data.endswith(_PNG_IEND):
+            raise ImageError("truncated", f"truncated png: no IEND chunk ({w}x{h} decoded to gray)")
+        raise ImageError("corrupt", f"corrupt png: libpng cannot decode this {w}x{h} image")
+    return gray, w, h, 1.0
+
+
+def _decode_png_gray8(data: bytes):
     """Fast paths for 8-bit grayscale PNGs (the aerial tiles): :mod:`agent.imaging.png` (ISA-L inflate,
     2.5x faster than libpng on the shared tiles), else OpenCV, a third faster than Pillow and
-    outside the GIL. The pixels are the same. Anything else, or any failure, returns
-    (None, ...) and Pillow decodes it and names the error."""
-    if len(data) < 26 or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
-        return None, 0, 0, 1.0  # not bit depth 8, colour type 0 (gray, no alpha)
-    _check_pixels(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), max_pixels)
+    outside the GIL. The pixels are the same. Any failure returns (None, ...) and Pillow
+    decodes it and names the error."""
     from agent.imaging.png import decode_gray8
 
     gray = decode_gray8(data)
@@ -199,7 +258,7 @@ def _decode_png_gray8(data: bytes, max_pixels: int):
     return gray, gray.shape[1], gray.shape[0], 1.0
 
 
-def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixels: int):
+def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixels: int, budget: int):
     from PIL import Image, UnidentifiedImageError
 
     if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
@@ -217,6 +276,8 @@ def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixel
                 r = reduction_factor(w, h, tile_px, input_px)
                 if r > 1:
                     img.draft("L", (-(-w // r), -(-h // r)))
+            # The lazy open has read the header only: mode and (drafted) size, no pixels yet.
+            _check_memory(*img.size, _pillow_bytes_per_px(img.mode), budget, f"{fmt} ({img.mode})")
             img.load()
             gray = _to_gray(img)
     except ImageError:
@@ -233,6 +294,15 @@ def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixel
     if gray.shape[1] != w:
         scale = gray.shape[1] / w
     return gray, w, h, scale
+
+
+def _pillow_bytes_per_px(mode: str) -> int:
+    """Channels x bytes per sample of a Pillow mode (I;16: 2 bytes, I and F: 4)."""
+    from PIL import Image
+
+    if mode.startswith("I;16"):
+        return 2
+    return 4 if mode in ("I", "F") else Image.getmodebands(mode)
 
 
 def _to_gray(img) -> np.ndarray:

@@ -67,6 +67,7 @@ class Committer:
         t1 = time.perf_counter()
         inserted = self._commit(store, rows, flights, saves)
         self.inflight.release(batch)
+        self.space.release(job.frame for job in batch)  # saved, or left for the source to redo
         if inserted is not None:
             copies = [c for job in batch for c in job.copies]
             try:

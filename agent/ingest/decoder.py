@@ -19,6 +19,7 @@ class Decoder:
     def __init__(self, model: ModelConfig, input_px: int, camera_timezone: str | None, counts: Counts):
         self.tile_px = model.tile_px
         self.max_pixels = model.max_pixels
+        self.max_decode_bytes = int(model.max_decode_mb * 1024 * 1024)
         self.input_px = input_px
         self.camera_timezone = camera_timezone
         self.counts = counts
@@ -31,6 +32,7 @@ class Decoder:
                 tile_px=self.tile_px,
                 input_px=self.input_px,
                 max_pixels=self.max_pixels,
+                max_decode_bytes=self.max_decode_bytes,
                 camera_timezone=self.camera_timezone,
                 sha256=job.sha256,
             )

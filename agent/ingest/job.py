@@ -40,7 +40,7 @@ class Reject(NamedTuple):
     message: str
 
 
-@dataclass
+@dataclass(eq=False)  # a job is one frame in flight: compared by identity, never by its pixels
 class Job:
     """One frame on its way from the source to its committed row."""
 

@@ -191,7 +191,10 @@ class Pipeline:
         """Read, de-duplicate and decode one batch; the jobs that go on to the classifier."""
         frames = self.reader.skip_recorded(store, frames)
         jobs = self.workers.map(self.reader.read, frames, [f.meta.get("size") for f in frames])
-        jobs = self.inflight.admit(store, self.reader.drop_changed(jobs), self.counts)
+        admitted = self.inflight.admit(store, self.reader.drop_changed(jobs), self.counts)
+        # copies of stored or in-flight content are never saved: their bytes are not pending
+        self.space.release(j.frame for j in jobs if j not in admitted)
+        jobs = admitted
         to_decode = [j for j in jobs if j.reject is None]
         if to_decode:
             self.workers.map(self.decoder.decode, to_decode, [j.size for j in to_decode])

@@ -57,13 +57,16 @@ class SourcePump:
 
     def _offer(self, frame: Frame) -> bool:
         """A live frame: queued now, or dropped (it cannot wait for the disk or the queue)."""
-        self.space.check()
+        # Reserved before the check, so the frame itself must fit the budget; checked on every
+        # frame that brings bytes, since a burst between two timed checks overran it.
+        self.space.check(force=self.space.reserve(frame) > 0)
         if not self.space.paused:
             try:
                 self.out.put_nowait(frame)
                 return True
             except queue.Full:
                 pass
+        self.space.release([frame])
         self._drop()
         return False
 

@@ -12,13 +12,15 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.core.backoff import Backoff
 from agent.core.runtime import AgentContext
 from agent.store.db import Store
+from agent.store.retention import PendingBytes
 from agent.store.retention import check as budget_check
+from drivers.base import Frame
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class SpaceGuard:
         self._ok = threading.Event()
         self._ok.set()
         self._last_check = 0.0
+        # Camera JPEG bytes accepted and not yet written: the budget counts them, or 64 frames
+        # in flight overran a 10 MB budget by half (tests/test_budget_holds.py).
+        self.unsaved = PendingBytes()
 
     @property
     def paused(self) -> bool:
@@ -91,7 +96,7 @@ class SpaceGuard:
         cfg = self.cfg
         if self._store is not None:
             try:
-                st = budget_check(self._store, cfg)
+                st = budget_check(self._store, cfg, pending_bytes=self.unsaved.value)
                 return st.ok, st.reason or "storage full"
             except Exception:
                 log.exception("storage budget check failed; using the free-space check alone")
@@ -133,3 +138,17 @@ class SpaceGuard:
             self.check(force=True)
         retry.success()
         return True
+
+    def reserve(self, frame: Frame) -> int:
+        """Count a live frame's bytes as used from now until :meth:`release` (it is saved then)."""
+        n = len(frame.data or b"")
+        if n:
+            frame.meta["pending_bytes"] = n
+            self.unsaved.add(n)
+        return n
+
+    def release(self, frames: Iterable[Frame]) -> None:
+        """The frames' bytes are written (or the frames dropped): no longer pending. Idempotent."""
+        n = sum(f.meta.pop("pending_bytes", 0) for f in frames)
+        if n:
+            self.unsaved.add(-n)

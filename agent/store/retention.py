@@ -1,7 +1,14 @@
 """The disk budget (``storage.max_gb``): free room by deleting synced images, else pause ingest.
 
-What counts: the database files plus the images skysift itself wrote under ``storage.dir``
-(camera frames). Images in a watched folder belong to the user and are never deleted.
+What counts: every file skysift keeps under ``storage.dir`` (the database and its WAL, the
+compiled-model cache, state), the images it wrote there (camera frames), and the bytes ingest
+has accepted but not yet written (``pending_bytes``). Images in a watched folder belong to the
+user and are never counted or deleted.
+
+The pending bytes are why the budget holds. Camera JPEGs are written when their frame is
+committed, and up to ``source.queue_size`` frames and three batches are between the source
+and the commit: with 180 KB frames and a 10 MB budget, counting only committed frames let the
+frames directory reach 206 % of the budget before ingest paused (and 323 % with larger frames).
 
 When the budget is reached, images that are *synced* are deleted, oldest first, until usage
 falls to 90 % of the budget (so that deleting does not run at every frame). Synced means every
@@ -15,8 +22,11 @@ The pipeline calls :func:`check` before accepting frames (cheap: two SQL sums an
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +82,43 @@ def _synced_sql(cfg: Config) -> str:
     return " AND ".join(conds)
 
 
+class PendingBytes:
+    """Bytes ingest has accepted and not yet written (camera JPEGs on their way to the commit).
+
+    The source adds a frame's bytes before it asks :func:`check` (so the frame itself counts)
+    and takes them back when the frame is dropped or its file is written. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self._bytes += n
+
+    @property
+    def value(self) -> int:
+        with self._lock:
+            return self._bytes
+
+
 def _db_bytes(cfg: Config) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(f"{cfg.db_path}{suffix}")
-        if p.exists():
-            total += p.stat().st_size
+    """The database with its WAL and shared-memory files, and everything else skysift keeps
+    under ``storage.dir`` but its frames (OpenVINO's cache, state): a few files, so walked."""
+    db = [Path(f"{cfg.db_path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    total = sum(p.stat().st_size for p in db if p.exists())
+    root = Path(cfg.storage.dir)
+    # camera frames are counted from the database; a watched folder inside is the user's
+    skip = {root / "frames", *([Path(cfg.source.folder)] if cfg.source.folder else [])}
+    counted = set(db)
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if Path(d, x) not in skip]
+        for f in files:
+            p = Path(d, f)
+            if p not in counted:
+                with contextlib.suppress(FileNotFoundError):  # a temporary file gone meanwhile
+                    total += p.stat().st_size
     return total
 
 
@@ -96,14 +137,16 @@ def usage(store: Store, cfg: Config) -> int:
     return _db_bytes(cfg) + int(store.db.execute(q, args).fetchone()[0])
 
 
-def check(store: Store, cfg: Config) -> BudgetStatus:
+def check(store: Store, cfg: Config, pending_bytes: int = 0) -> BudgetStatus:
     """Enforce ``storage.max_gb`` and ``storage.min_free_mb``; say whether ingest may go on.
 
+    ``pending_bytes`` (see :class:`PendingBytes`): accepted, not yet written, counted as used;
+    include the frame about to be accepted, so that accepting it never overruns the budget.
     Returns ``ok=False`` with a human ``reason`` when ingest must pause: the budget (or the
     disk) is full and only unsynced data is left. Safe to call from any thread with its Store.
     """
     budget = int(cfg.storage.max_gb * 1024**3) if cfg.storage.max_gb else None
-    used = usage(store, cfg) if budget else 0
+    used = usage(store, cfg) + pending_bytes if budget else 0
     status = BudgetStatus(True, None, used, budget)
     free_needed = 0
     if budget is not None and used >= budget:
