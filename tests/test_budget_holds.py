@@ -67,5 +67,7 @@ def test_camera_run_stays_within_the_budget_and_pauses(tmp_path: Path, aerial_ti
     committed = int(stopped.split("stopped: ")[1].split()[0])
     dropped = int(stopped.split(" dropped")[0].rsplit(" ", 1)[1])
     assert committed >= 10 and dropped > 0 and committed + dropped == 150, stopped
+    # dropped for the pause, and said so: not "pipeline full"
+    assert "camera frames dropped so far because ingest is paused (storage budget" in run.stderr
     jpegs = list((tmp_path / "data" / "frames").rglob("*.jpg"))
     assert len(jpegs) == committed  # every committed frame kept its image: nothing was lost

@@ -38,6 +38,8 @@ class Stats:
     frames_rejected: int = 0
     frames_damaged: int = 0
     frames_dropped: int = 0  # lossy sources only
+    #: of those, why: "paused" (no room on disk or in the budget), "queue_full" (ingest behind)
+    frames_dropped_by: dict[str, int] = field(default_factory=dict)
     engine_fallbacks: int = 0
     last_progress_monotonic: float = field(default_factory=time.monotonic)
     paused_reason: str | None = None

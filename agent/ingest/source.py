@@ -60,14 +60,15 @@ class SourcePump:
         # Reserved before the check, so the frame itself must fit the budget; checked on every
         # frame that brings bytes, since a burst between two timed checks overran it.
         self.space.check(force=self.space.reserve(frame) > 0)
+        why = "paused"
         if not self.space.paused:
             try:
                 self.out.put_nowait(frame)
                 return True
             except queue.Full:
-                pass
+                why = "queue_full"
         self.space.release([frame])
-        self._drop()
+        self._drop(why)
         return False
 
     def _hand_over(self, frame: Frame) -> bool:
@@ -83,8 +84,15 @@ class SourcePump:
                 if stop.is_set():
                     return False  # not lost: the folder is rescanned on the next start
 
-    def _drop(self) -> None:
+    def _drop(self, why: str) -> None:
+        """Count a dropped live frame under its reason; one log line per 100 of each reason."""
+        stats = self.ctx.stats
         self.source.dropped += 1
-        self.ctx.stats.frames_dropped += 1
-        if self.source.dropped == 1 or self.source.dropped % 100 == 0:
-            log.warning("pipeline full: %d camera frames dropped so far", self.source.dropped)
+        stats.frames_dropped += 1
+        n = stats.frames_dropped_by[why] = stats.frames_dropped_by.get(why, 0) + 1
+        if n == 1 or n % 100 == 0:
+            because = (
+                f"ingest is paused ({stats.paused_reason or 'no room'})" if why == "paused"
+                else "the pipeline is full"
+            )
+            log.warning("%d camera frames dropped so far because %s", n, because)

@@ -59,7 +59,8 @@ class _LiveCollector(Collector):
             q.add_metric([str(name)], float(depth))
         yield q
         d = CounterMetricFamily(
-            "skysift_camera_frames_dropped", "Live camera frames dropped because the pipeline was full"
+            "skysift_camera_frames_dropped",
+            "Live camera frames dropped: the pipeline was full or ingest paused for room",
         )
         d.add_metric([], st.frames_dropped)
         yield d

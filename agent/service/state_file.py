@@ -104,6 +104,7 @@ class StateFile:
             "frames_rejected": st.frames_rejected,
             "frames_damaged": st.frames_damaged,
             "frames_dropped": st.frames_dropped,
+            "frames_dropped_by": dict(st.frames_dropped_by),
             "engine_fallbacks": st.engine_fallbacks,
             "fallbacks": fallbacks,
             "fps_10s": round(st.fps(10.0), 3),

@@ -278,8 +278,15 @@ def format_text(s: dict[str, Any]) -> str:
     if s["running"]:
         lines.append(
             f"pipeline  queue {agent.get('queue_depth', 0)}, dropped camera frames "
-            f"{agent.get('frames_dropped', 0)}, engine fallbacks {agent.get('engine_fallbacks', 0)}"
+            f"{agent.get('frames_dropped', 0)}{_drop_reasons(agent)}, "
+            f"engine fallbacks {agent.get('engine_fallbacks', 0)}"
         )
     if s.get("paused_reason"):
         lines.append(f"PAUSED    {s['paused_reason']}")
     return "\n".join(lines)
+
+
+def _drop_reasons(agent: dict[str, Any]) -> str:
+    by = agent.get("frames_dropped_by") or {}
+    parts = [f"{why.replace('_', ' ')} {n}" for why, n in sorted(by.items()) if n]
+    return f" ({', '.join(parts)})" if parts else ""
