@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -356,3 +357,28 @@ def test_tls_client_certificate_when_the_broker_requires_one(tmp_path, monkeypat
             store.close()
     finally:
         b.stop()
+
+
+def test_stop_waits_for_a_late_broker_and_sends_what_is_owed(tmp_path, tiles):
+    """stop() before the first connection: within mqtt.drain_s the broker comes up, and the
+    frames and the ended flight go out before the clean "offline"."""
+    broker = make_broker(tmp_path / "broker")  # configured, not listening yet
+    cfg = _cfg(tmp_path, broker.port, flight_summary_interval_s=60, drain_s=10)
+    store, ctx, pub = _start(cfg)
+    rows = [frame_row(p, "f1", label) for p, label in tiles[:3]]
+    try:
+        commit(ctx, store, rows)
+        store.end_flight("f1")
+        ctx.bus.publish("flight_ended", flight_id="f1")
+        threading.Timer(1.0, broker.start).start()
+        pub.stop()
+        assert store.count_pending("mqtt") == 0  # every frame acknowledged during the drain
+        late = Subscriber(broker, [f"{BASE}/status", f"{BASE}/flights/#"]).start()
+        got = late.wait_for(lambda ms: len({m.topic for m in ms}) >= 2 and ms)
+        late.stop()
+        retained = {m.topic: m.json() for m in got if m.retain}
+        assert retained[f"{BASE}/flights/f1"]["state"] == "ended", retained
+        assert retained[f"{BASE}/status"]["state"] == "offline"
+    finally:
+        store.close()
+        broker.stop()

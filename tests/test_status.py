@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -221,3 +223,49 @@ def test_state_file_carries_the_sync_and_mqtt_state(cfg_file, db):
                                  "last_error": "cannot reach the broker"}
     finally:
         sf.stop()
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the file system is full (ENOSPC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+
+
+def test_state_file_on_a_full_disk_warns_once_leaves_no_temp_file_and_recovers(tmp_path, caplog):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tiny tmpfs (CI runs as root)")
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    caplog.set_level(logging.INFO, logger="agent.service.state_file")
+    cfg = parse_config({"storage": {"dir": str(small)}})
+    sf = StateFile(interval_s=0.05)
+    try:
+        sf.start(_ctx(cfg))
+        _fill(small / "filler")
+        time.sleep(0.6)  # a dozen turns of the writer on a full disk
+        assert not list(small.glob(".state.json*")), "a temp file was left behind"
+        records = [r for r in caplog.records if r.name == "agent.service.state_file"]
+        warnings = [r for r in records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "No space left" in warnings[0].getMessage(), warnings
+        assert not any(r.exc_info for r in records), "a traceback was logged"
+        before = json.loads(state_path(cfg).read_text())["updated_unix"]
+        (small / "filler").unlink()  # space returns: the next turn writes, with one line
+        deadline = time.monotonic() + 5
+        while json.loads(state_path(cfg).read_text())["updated_unix"] == before:
+            assert time.monotonic() < deadline, "state.json was not written once space returned"
+            time.sleep(0.05)
+        lines = [r.getMessage() for r in caplog.records if r.name == "agent.service.state_file"]
+        assert sum("recovered" in m for m in lines) == 1, lines
+    finally:
+        sf.stop()
+        subprocess.run(["umount", str(small)], check=False)

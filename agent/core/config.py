@@ -274,6 +274,9 @@ class MqttConfig(_Section):
     homeassistant_prefix: Annotated[str, AfterValidator(check_topic_prefix)] = "homeassistant"
     outbox_max_rows: int | None = Field(default=None, ge=1, le=100_000_000)
     flight_summary_interval_s: float = Field(default=5.0, gt=0, le=DAY_S)
+    drain_s: float = Field(
+        default=5.0, ge=0, le=600, description="At stop, seconds to send what is still owed."
+    )
 
 
 class MetricsConfig(_Section):

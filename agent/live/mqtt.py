@@ -30,12 +30,14 @@ from agent.core.logutil import LinkLog
 from agent.core.runtime import AgentContext, MqttState
 from agent.live.client import MAX_INFLIGHT, build_client
 from agent.live.commands import CommandDispatcher, CommandError
+from agent.live.flight_feed import FlightFeed
 from agent.live.homeassistant import discovery_messages
 from agent.live.outbox import Outbox
-from agent.live.payloads import Topics, dumps, flight_summary, offline_status
+from agent.live.payloads import Topics, dumps, offline_status
 from agent.live.status import LiveStatus
 from agent.live.telemetry import TelemetryBuffer, TelemetryError, parse_position
 from agent.store.db import Store
+from sync.pending import MQTT
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class MqttPublisher:
         self.topics = Topics(cfg)
         self.client = build_client(cfg, self.topics)  # raises ConfigError before anything starts
         self.outbox = Outbox(cfg, self.client, self.topics.frames, max_inflight)
+        self.flights = FlightFeed(cfg, self.client, self.topics)
         self.telemetry = (
             TelemetryBuffer(cfg.mqtt.telemetry_max_age_s) if cfg.mqtt.telemetry_topic else None
         )
@@ -74,8 +77,6 @@ class MqttPublisher:
         self._conn_gen = 0
         self._status_dirty = True
         self._status_counts_dirty = False
-        self._dirty_flights: set[str] = set()
-        self._forced_flights: set[str] = set()
         self._status_cache: dict[str, Any] = {"state": "online", "device_id": cfg.device_id}
         # paho's thread runs every callback that logs here: one thread, as LinkLog needs.
         self._conn_log = LinkLog(log, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}", remind_s=60.0)
@@ -118,10 +119,11 @@ class MqttPublisher:
         log.info("MQTT: publishing to %s:%d under %s/", self.cfg.mqtt.host, self.cfg.mqtt.port, self.topics.base)
 
     def stop(self) -> None:
+        # Right after the pipeline ended its flights: the publisher thread drains (_drain).
         self._stop.set()
         self._wake.set()
         for t in self._threads:
-            t.join(timeout=10)
+            t.join(timeout=self.cfg.mqtt.drain_s + 10)
         if self.connected.is_set():
             # A clean stop sends no last will: say "offline" ourselves, and wait for it briefly.
             info = self.client.publish(
@@ -246,10 +248,10 @@ class MqttPublisher:
 
     # --- bus handlers (ingest thread: record and wake) -------------------------------------------
     def _on_frames_committed(self, rows: list[dict] | None = None, **_: Any) -> None:
+        for r in rows or ():
+            if r.get("flight_id"):
+                self.flights.changed(r["flight_id"])
         with self._lock:
-            for r in rows or ():
-                if r.get("flight_id"):
-                    self._dirty_flights.add(r["flight_id"])
             self._status_counts_dirty = True
         self.outbox.committed()
         self._wake.set()
@@ -265,9 +267,9 @@ class MqttPublisher:
         self._flight_changed(flight_id)
 
     def _flight_changed(self, flight_id: str | None) -> None:
+        if flight_id:
+            self.flights.force(flight_id)
         with self._lock:
-            if flight_id:
-                self._forced_flights.add(flight_id)
             self._status_dirty = True
         self._wake.set()
 
@@ -292,13 +294,12 @@ class MqttPublisher:
         store = Store(self.cfg.db_path)
         seen_gen = 0
         last_status = 0.0
-        last_flight: dict[str, float] = {}
         try:
             while True:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 if self._stop.is_set():
-                    self.outbox.drain(store, self.connected)
+                    self._drain(store, seen_gen)
                     return
                 try:
                     with self._lock:
@@ -307,13 +308,13 @@ class MqttPublisher:
                         seen_gen = gen
                         self._on_new_connection(store)
                         last_status = time.monotonic()
-                        last_flight.clear()
                     if self.outbox.process_acks(store, self.connected.is_set()):
                         with self._lock:
                             self._status_counts_dirty = True
                     self.outbox.enforce_budget(store)
                     self.outbox.publish(store, self.connected, self._stop)
-                    self._publish_flights(store, last_flight)
+                    if self.connected.is_set():
+                        self.flights.publish(store)
                     last_status = self._publish_status(store, last_status)
                 except Exception:
                     # The database may be busy or the disk full for a moment: keep going.
@@ -328,37 +329,34 @@ class MqttPublisher:
             for topic, payload in discovery_messages(self.cfg, self.topics):
                 self.client.publish(topic, dumps(payload), qos=1, retain=True)
         self.outbox.may_have_more()
-        current = self._live.current_flight
+        self.flights.reconnected(self._live.current_flight)
         with self._lock:
             self._status_dirty = True
-            # Summaries that changed while we were away, and the current flight's.
-            if current:
-                self._forced_flights.add(current)
-            self._forced_flights |= self._dirty_flights
-            self._dirty_flights.clear()
 
-    def _publish_flights(self, store: Store, last: dict[str, float]) -> None:
-        if not self.connected.is_set():
-            return
-        now = time.monotonic()
-        interval = self.cfg.mqtt.flight_summary_interval_s
-        with self._lock:
-            due = set(self._forced_flights)
-            self._forced_flights.clear()
-            for fid in list(self._dirty_flights):
-                if now - last.get(fid, 0.0) >= interval:
-                    due.add(fid)
-            # The rest wait for the throttle; the loop wakes at least once a second to re-check.
-            self._dirty_flights -= due
-        for fid in sorted(due):
-            row = store.flight(fid)
-            if row is None:
-                continue
-            self.client.publish(self.topics.flight(fid), dumps(flight_summary(row)),
-                                qos=max(self.cfg.mqtt.qos, 1), retain=True)
-            last[fid] = now
+    def _drain(self, store: Store, seen_gen: int) -> None:
+        """On stop, within ``mqtt.drain_s``: wait for the broker if it is not up yet, send the
+        final flight summaries (ended), the frames still owed and the final status, and wait for
+        the broker to acknowledge them. Frames left unsent stay in the outbox for the next run."""
+        drain_s = self.cfg.mqtt.drain_s
+        deadline = time.monotonic() + drain_s
+        owed = store.count_pending(MQTT)
+        if self.connected.wait(drain_s):
+            with self._lock:
+                new_connection, self._status_dirty = self._conn_gen != seen_gen, True
+            if new_connection:  # up during the wait: the main loop has not seen it
+                self._on_new_connection(store)
+            sent = self.flights.publish(store, final=True)
+            owed = self.outbox.drain(store, self.connected, deadline)
+            self._publish_status(store, 0.0, sent)
+            for info in sent:
+                # RuntimeError/ValueError: the connection dropped meanwhile.
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
+        if owed:
+            log.warning("MQTT: %d frames not acknowledged within mqtt.drain_s=%gs: they stay in "
+                        "the outbox for the next run", owed, drain_s)
 
-    def _publish_status(self, store: Store, last: float) -> float:
+    def _publish_status(self, store: Store, last: float, sent: list | None = None) -> float:
         now = time.monotonic()
         with self._lock:
             requests, self._status_requests = self._status_requests, []
@@ -375,7 +373,9 @@ class MqttPublisher:
         with self._lock:
             self._status_cache = payload
         if self.connected.is_set():
-            self.client.publish(self.topics.status, dumps(payload), qos=1, retain=True)
+            info = self.client.publish(self.topics.status, dumps(payload), qos=1, retain=True)
+            if sent is not None:
+                sent.append(info)
         for fut in requests:
             fut.set_result(payload)
         return now

@@ -120,10 +120,11 @@ class Outbox:
         log.warning("MQTT outbox over %d frames: dropped the %d oldest unsent messages "
                     "(the frames stay in the database)", limit, len(drop))
 
-    def publish(self, store: Store, connected: threading.Event, stop: threading.Event) -> None:
-        """Send pending frames while connected, up to ``max_inflight`` unacknowledged."""
+    def publish(self, store: Store, connected: threading.Event, stop: threading.Event | None = None) -> None:
+        """Send pending frames while connected (and not ``stop``), up to ``max_inflight``
+        unacknowledged."""
         qos = self.cfg.mqtt.qos
-        while connected.is_set() and not stop.is_set():
+        while connected.is_set() and not (stop is not None and stop.is_set()):
             room = self.max_inflight - len(self.inflight)
             if room <= 0:
                 return
@@ -147,10 +148,18 @@ class Outbox:
                 if info.rc == mqtt.MQTT_ERR_NO_CONN:
                     return
 
-    def drain(self, store: Store, connected: threading.Event, timeout: float = 2.0) -> None:
-        """On stop, give in-flight messages a moment to be acknowledged and recorded."""
-        deadline = time.monotonic() + timeout
-        while self.inflight and connected.is_set() and time.monotonic() < deadline:
+    def drain(self, store: Store, connected: threading.Event, deadline: float) -> int:
+        """On stop: send the frames still pending and record their acknowledgements, until all
+        are acknowledged, the link drops or ``deadline`` (monotonic) passes. What is left stays
+        pending for the next run. Return how many frames are still owed."""
+        self.may_have_more()  # a last look: the pipeline has committed its final frames
+        while connected.is_set() and time.monotonic() < deadline:
             self.process_acks(store, True)
+            self.publish(store, connected)
+            with self._lock:
+                more = self._maybe
+            if not self.inflight and not more:
+                break
             time.sleep(0.02)
         self.process_acks(store, connected.is_set())
+        return store.count_pending(TARGET)

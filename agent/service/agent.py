@@ -3,8 +3,9 @@
 Start order: open the database and record the run, compile the classifier, open the source,
 start the pipeline, then start the components of :func:`agent.service.components.build_components`
 in list order (they see a ready agent: READY to systemd means frames can flow). Stop: the
-pipeline drains what is in flight and commits it, flights are closed, then the components stop
-in reverse order (so they still publish and sync that last work), then the run is closed.
+pipeline drains what is in flight and commits it, flights are closed, then MQTT drains (within
+``mqtt.drain_s``) and the other components stop in reverse order (so they still publish and sync
+that last work), then the run is closed.
 
 ``main`` owns the signals (:func:`install_signal_handlers`): SIGTERM and SIGINT only set the
 stop event, and every loop watches it.
@@ -178,7 +179,9 @@ class Agent:
                 self.pipeline.flights.end_all(store)
             except Exception:
                 log.exception("closing flights failed")
-        for comp in reversed(self.started):
+        # MQTT first, then the rest in reverse start order: a slow final sync push must not hold
+        # back the final flight summaries and "offline" (systemd's stop timeout may end us).
+        for comp in sorted(reversed(self.started), key=lambda c: getattr(c, "name", None) != "mqtt"):
             try:
                 comp.stop()
             except Exception:

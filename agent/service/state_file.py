@@ -4,11 +4,13 @@ What only the running process knows (is it alive, frames per second right now, q
 links up or down, pause reason, the model it runs) :class:`StateFile` writes every few seconds,
 atomically (write a temp file, then rename), so that a reader never sees half a file and
 `skysift status` (:mod:`agent.service.status`) works from any shell while the service runs,
-without talking to the process.
+without talking to the process. A full disk is logged once (then rate-limited reminders and one
+"recovered" line), never a traceback every few seconds, and leaves no temp file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,6 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agent.core.logutil import LinkLog
 
 if TYPE_CHECKING:
     from agent.core.config import Config
@@ -52,6 +56,8 @@ class StateFile:
         self._links: dict[str, dict[str, Any]] = {}
         self._fallbacks: list[dict[str, Any]] = []
         self.started_at = time.time()
+        # Used by start(), then the loop thread, then stop(): one at a time, as LinkLog needs.
+        self._write_log = LinkLog(log, f"writing {STATE_FILE}")
 
     def start(self, ctx: AgentContext) -> None:
         self._ctx = ctx
@@ -76,8 +82,12 @@ class StateFile:
         while not self._stop.wait(self.interval_s):
             try:
                 self.write()
+            except OSError as exc:  # a full or read-only disk: say so once, not every 2 s
+                self._write_log.failure(exc)
             except Exception:
                 log.exception("cannot write %s; will retry", STATE_FILE)
+            else:
+                self._write_log.success()
 
     def snapshot(self) -> dict[str, Any]:
         ctx = self._ctx
@@ -124,8 +134,15 @@ class StateFile:
         path = state_path(self._ctx.cfg)  # type: ignore[union-attr]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(snap, indent=1), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
+        try:
+            tmp.write_text(json.dumps(snap, indent=1), encoding="utf-8")
+            os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
+        except BaseException:
+            # A full disk fails the write after the temp file was created: never leave it behind
+            # (an empty or partial file would hold the space the next write needs).
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
     def stop(self) -> None:
         self._stop.set()
