@@ -119,26 +119,31 @@ class Pipeline:
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self, once: bool = False) -> None:
         (self.cfg.storage.dir / "frames").mkdir(parents=True, exist_ok=True)
-        for name, target, on_fail in (
-            ("ingest-source", lambda: self._run_source(once), self.source_done.set),
+        for name, target, end in (
+            ("ingest-source", lambda: self.pump.run(once), self.source_done.set),
             ("ingest-decode", self._run_decode, lambda: self._put(self.q_mid, None, force=True)),
             ("ingest-classify", self._run_classify, lambda: self._put(self.q_done, None, force=True)),
             ("ingest-commit", self._run_commit, self.finished.set),
         ):
-            t = threading.Thread(target=self._guard(name, target, on_fail), name=name, daemon=True)
+            t = threading.Thread(target=self._guard(name, target, end), name=name, daemon=True)
             self._threads.append(t)
             t.start()
 
-    def _guard(self, name: str, fn: Callable[[], None], on_fail: Callable[[], None]) -> Callable[[], None]:
+    def _guard(self, name: str, fn: Callable[[], None], end: Callable[[], None]) -> Callable[[], None]:
+        """The thread's top loop. ``end`` passes the end of the stream to the next thread; it
+        runs only after a failure is recorded, so that whoever sees the pipeline finished also
+        sees its error (a ``finally`` in ``fn`` would run first, and the run exited 0)."""
+
         def run() -> None:
             try:
                 fn()
-            except BaseException as exc:  # the thread's top loop: record, then stop the agent
+            except BaseException as exc:  # record, then stop the agent
                 log.exception("%s failed", name)
                 if self.error is None:
                     self.error = exc
                 self.ctx.stop.set()
-                on_fail()  # let the threads after this one see the end of the stream
+            finally:
+                end()
 
         return run
 
@@ -169,12 +174,6 @@ class Pipeline:
                     return
 
     # --- the thread loops ------------------------------------------------------------------------
-    def _run_source(self, once: bool) -> None:
-        try:
-            self.pump.run(once)
-        finally:
-            self.source_done.set()
-
     def _run_decode(self) -> None:
         store = Store(self.db_path)
         try:
@@ -185,7 +184,6 @@ class Pipeline:
                     self._put(self.q_mid, jobs)
         finally:
             store.close()
-            self._put(self.q_mid, None, force=True)
 
     def _prepare(self, store: Store, frames: list[Frame]) -> list[Job]:
         """Read, de-duplicate and decode one batch; the jobs that go on to the classifier."""
@@ -202,26 +200,23 @@ class Pipeline:
         # One batch in flight while the next is started: see FrameClassifier.submit.
         last_beat = 0.0
         pending: Submitted | None = None
-        try:
-            while True:
-                try:
-                    batch = self.q_mid.get_nowait() if pending else self.q_mid.get(timeout=1.0)
-                except queue.Empty:
-                    batch = []
-                if batch is None:
-                    break
-                started = self.stage.submit(batch) if batch else None
-                if pending is not None:
-                    self._put(self.q_done, self.stage.collect(pending))
-                pending = started
-                now = time.monotonic()
-                if now - last_beat >= 5.0 or batch:
-                    self.ctx.stats.beat("classify")  # also when idle: see the commit loop
-                    last_beat = now
+        while True:
+            try:
+                batch = self.q_mid.get_nowait() if pending else self.q_mid.get(timeout=1.0)
+            except queue.Empty:
+                batch = []
+            if batch is None:
+                break
+            started = self.stage.submit(batch) if batch else None
             if pending is not None:
                 self._put(self.q_done, self.stage.collect(pending))
-        finally:
-            self._put(self.q_done, None, force=True)
+            pending = started
+            now = time.monotonic()
+            if now - last_beat >= 5.0 or batch:
+                self.ctx.stats.beat("classify")  # also when idle: see the commit loop
+                last_beat = now
+        if pending is not None:
+            self._put(self.q_done, self.stage.collect(pending))
 
     def _run_commit(self) -> None:
         store = Store(self.db_path)
@@ -246,7 +241,6 @@ class Pipeline:
                     last_beat = now
         finally:
             store.close()
-            self.finished.set()
 
     # --- batches ---------------------------------------------------------------------------------
     def _take_batch(self) -> list[Frame] | None:
