@@ -74,3 +74,40 @@ def test_eio_on_the_wal_exits_nonzero_and_records_only_what_was_committed(tmp_pa
     assert len(committed) < 60  # the fault did hit
     files = table(db, "SELECT path, frame_id FROM files")
     assert all(fid in committed for _, fid in files), [p for p, fid in files if fid not in committed]
+
+
+@needs_strace
+def test_a_file_denied_for_one_run_is_classified_on_the_next(tmp_path, aerial_tiles):
+    inbox = tmp_path / "inbox"
+    files = distinct_tiles(inbox, aerial_tiles["damaged"], 5)
+    victim = files[2]
+    cfg = write_cfg(tmp_path, inbox)
+    res = run_once(cfg, ["-e", "trace=openat", "-e", "inject=openat:error=EACCES", "-P", str(victim)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    db = tmp_path / "data" / "skysift.db"
+    assert table(db, "SELECT count(*) FROM frames") == [(4,)]
+    assert table(db, "SELECT count(*) FROM frames WHERE reason = 'unreadable'") == [(0,)]
+    assert str(victim) not in {r[0] for r in table(db, "SELECT path FROM files")}
+    res = run_once(cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = table(db, "SELECT status FROM frames WHERE source = ?".replace("?", repr(str(victim))))
+    assert rows == [("classified",)]
+
+
+def test_unreadable_is_rejected_only_after_give_up(tmp_path, caplog):
+    from agent.ingest.job import Counts
+    from agent.ingest.reader import Reader
+    from drivers.base import Frame
+
+    path = tmp_path / "gone-bad.png"
+    path.mkdir()  # reading a directory fails with EISDIR, as root too
+    frame = Frame(flight_id="f", source=str(path), path=path, meta={"size": 1, "mtime_ns": 1})
+    retried: list[float] = []
+    reader = Reader(1.0, Counts(), retry=lambda f, delay: retried.append(delay), give_up_s=3600)
+    job = reader.read(frame)
+    assert job.reject is None and job.frame_id == "" and job.retry_in is not None
+    assert reader.drop_changed([job]) == [] and len(retried) == 1
+    reader.give_up_s = 0
+    job = reader.read(frame)
+    assert job.reject is not None and job.reject.reason == "unreadable" and job.frame_id
+    assert "giving up on" in caplog.text

@@ -79,8 +79,13 @@ class Pipeline:
         self.q_mid: queue.Queue[Batch] = queue.Queue(maxsize=1)  # decoded, to classify
         self.q_done: queue.Queue[Batch] = queue.Queue(maxsize=1)  # classified, to commit
         self.workers = Workers(decode_workers)
-        forget = source.forget if isinstance(source, FolderSource) else None
-        self.reader = Reader(cfg.model.max_file_mb, self.counts, forget=forget)
+        folder = source if isinstance(source, FolderSource) else None
+        self.reader = Reader(
+            cfg.model.max_file_mb, self.counts,
+            forget=folder.forget if folder else None,
+            retry=folder.retry_later if folder else None,
+            give_up_s=cfg.source.unreadable_give_up_s,
+        )
         self.inflight = InFlight()
         self.decoder = Decoder(cfg.model, classifier.input_px, cfg.geotag.camera_timezone, self.counts)
         self.sizer = BatchSizer()
