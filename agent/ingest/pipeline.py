@@ -92,6 +92,8 @@ class Pipeline:
         self.stage = ClassifierStage(classifier, self.counts)
         self.committer = Committer(ctx, self.flights, self.space, self.inflight, self.counts, positions=positions)
         self.pump = SourcePump(ctx, source, self.q_in, self.space, self.counts)
+        # Folder flights end when idle; a camera's flight lasts as long as its stream.
+        self.idle_s = cfg.source.flight_idle_s if folder else 0.0
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self.source_done = threading.Event()
@@ -237,6 +239,8 @@ class Pipeline:
                     break
                 if batch:
                     self.committer.process(store, batch)
+                if self.idle_s:
+                    self.flights.end_idle(store, self.idle_s)
                 self.refresh_queue_depths()
                 if now - last_beat >= 5.0 or batch:
                     # Also when idle: the watchdog reads it as "the pipeline is alive".
