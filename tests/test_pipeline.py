@@ -3,6 +3,7 @@ flights, events, files still being written, and a full disk (a real, tiny tmpfs)
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -508,3 +509,31 @@ def test_flights_left_open_by_a_dead_run_are_ended_at_start(tmp_path: Path, aeri
         agent.stop()
         t.join(timeout=20)
     assert ended == {"old": last, "empty": "2026-01-01T00:00:00Z"}
+
+
+def test_a_fatal_commit_error_exits_nonzero_in_watch_mode(tmp_path: Path, aerial_tiles, classifier, monkeypatch, request) -> None:
+    from agent.ingest.commit import Committer
+    from agent.ingest.job import PipelineError
+
+    def broken(self, store, batch):
+        raise PipelineError("cannot commit to the test database: disk I/O error")
+
+    class SlowLog(logging.Handler):
+        # Logging the failure takes a while (a traceback to a slow console): whoever sees the
+        # pipeline finished meanwhile must already see its error.
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "ingest-commit failed":
+                time.sleep(1.0)
+
+    monkeypatch.setattr(Committer, "process", broken)
+    slow = SlowLog()
+    logging.getLogger("agent").addHandler(slow)
+    request.addfinalizer(lambda: logging.getLogger("agent").removeHandler(slow))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(aerial_tiles["damaged"][0], inbox / "a.png")
+    agent = Agent(make_cfg(tmp_path, inbox), classifier=classifier)
+    t, code = _run_bg(agent)  # watch mode: it must stop by itself, and say it failed
+    t.join(timeout=30)
+    assert not t.is_alive() and code == [1]
+    assert isinstance(agent.pipeline.error, PipelineError)
