@@ -78,6 +78,8 @@ class FolderSource(FrameSource):
         self._refused: set[tuple[str, str]] = set()
         # path -> (signature, monotonic time first seen with it): files waiting to settle
         self._pending: dict[str, tuple[tuple[int, int], float]] = {}
+        # path -> monotonic time before which a file that could not be read is not offered again
+        self._retry_at: dict[str, float] = {}
         self._events: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._observer = None
         self._flights: set[str] = set()
@@ -164,6 +166,7 @@ class FolderSource(FrameSource):
                 ready.extend(self._scan(self.root))
                 next_rescan = time.monotonic() + self.rescan_seconds
             ready.extend(self._settled())
+            ready.extend(self._retries_due())
             self.discovered += len(ready)
             yield from self._drain(ready, stop)
 
@@ -208,8 +211,18 @@ class FolderSource(FrameSource):
             out.extend(self._consider(path, renamed=False))
         return out
 
+    def _retries_due(self) -> list[Frame]:
+        out: list[Frame] = []
+        now = time.monotonic()
+        for path in [p for p, at in self._retry_at.items() if at <= now]:
+            del self._retry_at[path]
+            out.extend(self._consider(path, renamed=False))
+        return out
+
     def _consider(self, path: str, *, renamed: bool) -> list[Frame]:
         """Hand the file over if it is complete and new; else remember it as pending."""
+        if path in self._retry_at:
+            return []  # waits for its retry time (rescans and events must not bypass the backoff)
         # Plain string work: in a backfill this runs for every file, and pathlib's parsing
         # cost more than the rest of it together (skysift bench, tiles).
         root = self._root_prefix
@@ -317,4 +330,11 @@ class FolderSource(FrameSource):
         """Let a rescan hand ``frame`` over again (it changed while it was being read)."""
         if frame.path is not None and "size" in frame.meta:
             self._seen.discard((str(frame.path), frame.meta["size"], frame.meta["mtime_ns"]))
+
+    def retry_later(self, frame: Frame, delay_s: float) -> None:
+        """Hand ``frame`` over again in ``delay_s`` (it could not be read; in --once mode, on
+        the next start)."""
+        self.forget(frame)
+        if frame.path is not None:
+            self._retry_at[str(frame.path)] = time.monotonic() + delay_s
 

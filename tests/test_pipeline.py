@@ -3,6 +3,7 @@ flights, events, files still being written, and a full disk (a real, tiny tmpfs)
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -454,3 +455,85 @@ def test_queue_depths_are_published_by_name(tmp_path: Path, aerial_tiles, classi
     assert agent.run(once=True) == 0
     assert agent.ctx.stats.frames_committed == 3
     assert agent.ctx.stats.queue_depths == {"source": 0, "decoded": 0, "classified": 0}
+
+
+def test_a_folder_flight_ends_when_idle_and_reopens(tmp_path: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "m1").mkdir(parents=True)
+    cfg = make_cfg(tmp_path, inbox, source={"settle_seconds": 0.1, "rescan_seconds": 0.3, "flight_idle_s": 1})
+    agent = Agent(cfg, classifier=classifier)
+    events: list[tuple[str, str]] = []
+    for name in ("flight_started", "flight_ended"):
+        agent.ctx.bus.subscribe(name, lambda _n=name, **kw: events.append((_n, kw["flight_id"])))
+    t, code = _run_bg(agent)
+    tiles = aerial_tiles["damaged"]
+    try:
+        assert _wait(lambda: agent.pipeline is not None)
+        shutil.copy(tiles[0], inbox / "m1" / "a.png")
+        assert _wait(lambda: ("flight_ended", "m1") in events, timeout=20), events
+        store = Store(cfg.db_path, readonly=True)
+        assert store.flight("m1")["ended_at"]
+        store.close()
+        shutil.copy(tiles[1], inbox / "m1" / "b.png")  # files come again: the flight reopens
+        assert _wait(lambda: events.count(("flight_started", "m1")) == 2, timeout=20), events
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert code == [0]
+    store = Store(cfg.db_path, readonly=True)
+    assert store.flight("m1")["frames"] == 2
+    store.close()
+
+
+def test_flights_left_open_by_a_dead_run_are_ended_at_start(tmp_path: Path, aerial_tiles, classifier) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "old").mkdir(parents=True)
+    shutil.copy(aerial_tiles["damaged"][0], inbox / "old" / "a.png")
+    cfg = make_cfg(tmp_path, inbox)
+    assert Agent(cfg, classifier=classifier).run(once=True) == 0
+    store = Store(cfg.db_path)
+    last = store.frames("old")[0]["classified_at"]
+    with store.transaction() as db:  # as kill -9 leaves them: never ended
+        db.execute("UPDATE flights SET ended_at = NULL")
+        db.execute("INSERT INTO flights (flight_id, name, started_at) VALUES ('empty', 'empty', '2026-01-01T00:00:00Z')")
+    store.close()
+    (inbox / "old" / "a.png").unlink()
+    agent = Agent(cfg, classifier=classifier)
+    t, code = _run_bg(agent)
+    try:
+        assert _wait(lambda: agent.pipeline is not None)
+        store = Store(cfg.db_path, readonly=True)
+        ended = {f["flight_id"]: f["ended_at"] for f in store.flights()}
+        store.close()
+    finally:
+        agent.stop()
+        t.join(timeout=20)
+    assert ended == {"old": last, "empty": "2026-01-01T00:00:00Z"}
+
+
+def test_a_fatal_commit_error_exits_nonzero_in_watch_mode(tmp_path: Path, aerial_tiles, classifier, monkeypatch, request) -> None:
+    from agent.ingest.commit import Committer
+    from agent.ingest.job import PipelineError
+
+    def broken(self, store, batch):
+        raise PipelineError("cannot commit to the test database: disk I/O error")
+
+    class SlowLog(logging.Handler):
+        # Logging the failure takes a while (a traceback to a slow console): whoever sees the
+        # pipeline finished meanwhile must already see its error.
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "ingest-commit failed":
+                time.sleep(1.0)
+
+    monkeypatch.setattr(Committer, "process", broken)
+    slow = SlowLog()
+    logging.getLogger("agent").addHandler(slow)
+    request.addfinalizer(lambda: logging.getLogger("agent").removeHandler(slow))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(aerial_tiles["damaged"][0], inbox / "a.png")
+    agent = Agent(make_cfg(tmp_path, inbox), classifier=classifier)
+    t, code = _run_bg(agent)  # watch mode: it must stop by itself, and say it failed
+    t.join(timeout=30)
+    assert not t.is_alive() and code == [1]
+    assert isinstance(agent.pipeline.error, PipelineError)

@@ -74,6 +74,14 @@ class SourceConfig(_Section):
         default=30.0, gt=0, le=DAY_S,
         description="Full rescan interval: file watchers can miss events.",
     )
+    flight_idle_s: float = Field(
+        default=600.0, ge=0, le=DAY_S,
+        description="A folder flight ends after this long without new files (0: only at stop).",
+    )
+    unreadable_give_up_s: float = Field(
+        default=3600.0, ge=0, le=30 * DAY_S,
+        description="A file that cannot be read is retried for this long, then stored as rejected.",
+    )
     camera_every_n: int = Field(
         default=1, ge=1, le=1_000_000,
         description="Keep every Nth camera frame.",

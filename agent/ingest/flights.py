@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class FlightTracker:
         self.manual: str | None = None
         self._open: set[str] = set()
         self.touched: set[str] = set()
+        self._last_frame: dict[str, float] = {}  # flight_id -> monotonic time of its last batch
         self._lock = threading.RLock()
 
     def resolve(self, frame: Frame) -> tuple[str, str, str]:
@@ -45,6 +47,7 @@ class FlightTracker:
     def ensure(self, store: Store, flight_id: str, name: str, source: str) -> None:
         """Create (or reopen) the flight before its first frame is committed in this process."""
         with self._lock:
+            self._last_frame[flight_id] = time.monotonic()
             if flight_id in self._open:
                 return
             created = store.ensure_flight(flight_id, name=name, source=source)
@@ -75,6 +78,19 @@ class FlightTracker:
         if was_open:
             log.info("flight %s ended", flight_id)
             self.ctx.bus.publish("flight_ended", flight_id=flight_id)
+
+    def end_idle(self, store: Store, idle_s: float) -> None:
+        """End the flights without a new frame for ``idle_s`` (0: never), except one started by
+        command: a folder flight otherwise stayed open until the agent stopped, and an open
+        flight never reaches BigQuery. A file arriving later reopens it (:meth:`ensure`)."""
+        if idle_s <= 0:
+            return
+        cutoff = time.monotonic() - idle_s
+        with self._lock:
+            idle = [f for f in self._open if f != self.manual and self._last_frame.get(f, cutoff) <= cutoff]
+        for fid in sorted(idle):
+            log.info("flight %s: no new frames for %.0f s", fid, idle_s)
+            self.end(store, fid)
 
     def start_manual(self, name: str | None = None) -> str:
         """Start a flight by command; frames without a flight of their own go to it."""

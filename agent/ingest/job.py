@@ -55,6 +55,8 @@ class Job:
     result: FrameResult | None = None  # set by the classifier stage
     #: changed or vanished while being read: not recorded, the source hands it over again
     changed: bool = False
+    #: could not be read (yet): not a frame at all; the source hands it over again in this many s
+    retry_in: float | None = None
     #: copies of this content met while it was on its way; recorded as files once it commits
     copies: list[Job] = field(default_factory=list)
     read_ms: float = 0.0

@@ -79,14 +79,21 @@ class Pipeline:
         self.q_mid: queue.Queue[Batch] = queue.Queue(maxsize=1)  # decoded, to classify
         self.q_done: queue.Queue[Batch] = queue.Queue(maxsize=1)  # classified, to commit
         self.workers = Workers(decode_workers)
-        forget = source.forget if isinstance(source, FolderSource) else None
-        self.reader = Reader(cfg.model.max_file_mb, self.counts, forget=forget)
+        folder = source if isinstance(source, FolderSource) else None
+        self.reader = Reader(
+            cfg.model.max_file_mb, self.counts,
+            forget=folder.forget if folder else None,
+            retry=folder.retry_later if folder else None,
+            give_up_s=cfg.source.unreadable_give_up_s,
+        )
         self.inflight = InFlight()
         self.decoder = Decoder(cfg.model, classifier.input_px, cfg.geotag.camera_timezone, self.counts)
         self.sizer = BatchSizer()
         self.stage = ClassifierStage(classifier, self.counts)
         self.committer = Committer(ctx, self.flights, self.space, self.inflight, self.counts, positions=positions)
         self.pump = SourcePump(ctx, source, self.q_in, self.space, self.counts)
+        # Folder flights end when idle; a camera's flight lasts as long as its stream.
+        self.idle_s = cfg.source.flight_idle_s if folder else 0.0
         self.error: BaseException | None = None
         self.finished = threading.Event()
         self.source_done = threading.Event()
@@ -119,26 +126,31 @@ class Pipeline:
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self, once: bool = False) -> None:
         (self.cfg.storage.dir / "frames").mkdir(parents=True, exist_ok=True)
-        for name, target, on_fail in (
-            ("ingest-source", lambda: self._run_source(once), self.source_done.set),
+        for name, target, end in (
+            ("ingest-source", lambda: self.pump.run(once), self.source_done.set),
             ("ingest-decode", self._run_decode, lambda: self._put(self.q_mid, None, force=True)),
             ("ingest-classify", self._run_classify, lambda: self._put(self.q_done, None, force=True)),
             ("ingest-commit", self._run_commit, self.finished.set),
         ):
-            t = threading.Thread(target=self._guard(name, target, on_fail), name=name, daemon=True)
+            t = threading.Thread(target=self._guard(name, target, end), name=name, daemon=True)
             self._threads.append(t)
             t.start()
 
-    def _guard(self, name: str, fn: Callable[[], None], on_fail: Callable[[], None]) -> Callable[[], None]:
+    def _guard(self, name: str, fn: Callable[[], None], end: Callable[[], None]) -> Callable[[], None]:
+        """The thread's top loop. ``end`` passes the end of the stream to the next thread; it
+        runs only after a failure is recorded, so that whoever sees the pipeline finished also
+        sees its error (a ``finally`` in ``fn`` would run first, and the run exited 0)."""
+
         def run() -> None:
             try:
                 fn()
-            except BaseException as exc:  # the thread's top loop: record, then stop the agent
+            except BaseException as exc:  # record, then stop the agent
                 log.exception("%s failed", name)
                 if self.error is None:
                     self.error = exc
                 self.ctx.stop.set()
-                on_fail()  # let the threads after this one see the end of the stream
+            finally:
+                end()
 
         return run
 
@@ -169,12 +181,6 @@ class Pipeline:
                     return
 
     # --- the thread loops ------------------------------------------------------------------------
-    def _run_source(self, once: bool) -> None:
-        try:
-            self.pump.run(once)
-        finally:
-            self.source_done.set()
-
     def _run_decode(self) -> None:
         store = Store(self.db_path)
         try:
@@ -185,7 +191,6 @@ class Pipeline:
                     self._put(self.q_mid, jobs)
         finally:
             store.close()
-            self._put(self.q_mid, None, force=True)
 
     def _prepare(self, store: Store, frames: list[Frame]) -> list[Job]:
         """Read, de-duplicate and decode one batch; the jobs that go on to the classifier."""
@@ -205,26 +210,23 @@ class Pipeline:
         # One batch in flight while the next is started: see FrameClassifier.submit.
         last_beat = 0.0
         pending: Submitted | None = None
-        try:
-            while True:
-                try:
-                    batch = self.q_mid.get_nowait() if pending else self.q_mid.get(timeout=1.0)
-                except queue.Empty:
-                    batch = []
-                if batch is None:
-                    break
-                started = self.stage.submit(batch) if batch else None
-                if pending is not None:
-                    self._put(self.q_done, self.stage.collect(pending))
-                pending = started
-                now = time.monotonic()
-                if now - last_beat >= 5.0 or batch:
-                    self.ctx.stats.beat("classify")  # also when idle: see the commit loop
-                    last_beat = now
+        while True:
+            try:
+                batch = self.q_mid.get_nowait() if pending else self.q_mid.get(timeout=1.0)
+            except queue.Empty:
+                batch = []
+            if batch is None:
+                break
+            started = self.stage.submit(batch) if batch else None
             if pending is not None:
                 self._put(self.q_done, self.stage.collect(pending))
-        finally:
-            self._put(self.q_done, None, force=True)
+            pending = started
+            now = time.monotonic()
+            if now - last_beat >= 5.0 or batch:
+                self.ctx.stats.beat("classify")  # also when idle: see the commit loop
+                last_beat = now
+        if pending is not None:
+            self._put(self.q_done, self.stage.collect(pending))
 
     def _run_commit(self) -> None:
         store = Store(self.db_path)
@@ -240,6 +242,8 @@ class Pipeline:
                     break
                 if batch:
                     self.committer.process(store, batch)
+                if self.idle_s:
+                    self.flights.end_idle(store, self.idle_s)
                 self.refresh_queue_depths()
                 if now - last_beat >= 5.0 or batch:
                     # Also when idle: the watchdog reads it as "the pipeline is alive".
@@ -249,7 +253,6 @@ class Pipeline:
                     last_beat = now
         finally:
             store.close()
-            self.finished.set()
 
     # --- batches ---------------------------------------------------------------------------------
     def _take_batch(self) -> list[Frame] | None:

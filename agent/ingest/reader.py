@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agent.core.backoff import Backoff
 from agent.ingest.job import Counts, Job, Reject
 from agent.store.db import Store, utcnow
 from drivers.base import Frame
@@ -66,7 +67,11 @@ class InFlight:
 class Reader:
     """Reads a frame's bytes once and derives its id from them.
 
-    ``forget`` is the source's way to hand a file over again (see :meth:`drop_changed`).
+    ``forget`` is the source's way to hand a file over again (see :meth:`drop_changed`), and
+    ``retry`` its way to hand it over after a delay. With ``retry``, a file that cannot be read
+    (EIO, or a writer that set mode 600 for a moment) is no frame yet: being unreadable is not a
+    property of its content. It is retried with backoff and stored as rejected ``unreadable``
+    only after ``give_up_s``; without ``retry`` (one-off readers) it is rejected at once.
     """
 
     def __init__(
@@ -75,11 +80,18 @@ class Reader:
         counts: Counts,
         *,
         forget: Callable[[Frame], None] | None = None,
+        retry: Callable[[Frame, float], None] | None = None,
+        give_up_s: float = 3600.0,
     ):
         self.max_file_mb = max_file_mb
         self.max_bytes = int(max_file_mb * 1024 * 1024)
         self.counts = counts
         self.forget = forget
+        self.retry = retry
+        self.give_up_s = give_up_s
+        # path -> (monotonic time of its first failed read, its retry backoff); read threads
+        self._failing: dict[str, tuple[float, Backoff]] = {}
+        self._failing_lock = threading.Lock()
 
     def read(self, frame: Frame) -> Job:
         """Read and hash ``frame``; a frame that cannot be read comes back with ``reject`` set."""
@@ -105,6 +117,10 @@ class Reader:
         recorded twice."""
         keep: list[Job] = []
         for job in jobs:
+            if job.retry_in is not None and self.retry is not None:
+                self.retry(job.frame, job.retry_in)
+                self.counts.handled += 1
+                continue
             if not job.changed:
                 keep.append(job)
                 continue
@@ -160,6 +176,7 @@ class Reader:
         except OSError as exc:
             self._unreadable(job, exc)
             return None
+        self._read_ok(str(path))
         expected = (job.frame.meta.get("size"), job.frame.meta.get("mtime_ns"))
         now_sig = (st2.st_size, st2.st_mtime_ns)
         if (st.st_size, st.st_mtime_ns) != now_sig or len(data) != st2.st_size or (
@@ -184,6 +201,8 @@ class Reader:
 
     def _unreadable(self, job: Job, exc: OSError) -> None:
         path = job.frame.path
+        if not isinstance(exc, FileNotFoundError) and self._retry_later(job, exc):
+            return
         job.reject = Reject("unreadable", f"cannot read {path}: {exc.strerror or exc}")
         if isinstance(exc, FileNotFoundError):
             # Gone before it was read: the pipeline records nothing (``changed``); a one-off
@@ -193,6 +212,34 @@ class Reader:
         # No content to derive an id from: the path and version name it instead.
         key = f"unreadable:{path}:{job.frame.meta.get('size')}:{job.frame.meta.get('mtime_ns')}"
         job.frame_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    def _retry_later(self, job: Job, exc: OSError) -> bool:
+        """Schedule another read of ``job``'s file; False once it is time to give up."""
+        if self.retry is None:
+            return False
+        key = str(job.frame.path)
+        now = time.monotonic()
+        with self._failing_lock:
+            since, backoff = self._failing.setdefault(
+                key, (now, Backoff(f"reading {key}", base_s=1.0, cap_s=max(1.0, self.give_up_s / 10)))
+            )
+            if now - since < self.give_up_s:
+                backoff.failure(exc.strerror or str(exc))
+                job.retry_in = backoff.wait_s()
+                return True
+            del self._failing[key]
+        log.warning(
+            "giving up on %s after %.0f s of failed reads: stored as rejected unreadable (%s)",
+            key, now - since, exc.strerror or exc,
+        )
+        return False
+
+    def _read_ok(self, key: str) -> None:
+        if self._failing:  # rare: no lock taken on the path every tile goes through
+            with self._failing_lock:
+                failing = self._failing.pop(key, None)
+            if failing is not None:
+                failing[1].success()
 
 
 def record_files(store: Store, jobs: list[Job]) -> None:

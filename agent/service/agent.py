@@ -109,6 +109,8 @@ class Agent:
             ctx.bus.subscribe("engine_fallback", self._on_fallback)
             run_id = store.start_run(sysinfo.run_row(cfg.device_id, classifier))
             ctx.run_id = run_id
+            for fid in store.end_orphan_flights(run_id):
+                log.info("flight %s ended: left open by a run that did not stop cleanly", fid)
             if source is None:
                 source = build_source(cfg)
             source.open()

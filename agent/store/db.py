@@ -98,6 +98,26 @@ class Store:
                 [utcnow(), flight_id],
             )
 
+    def end_orphan_flights(self, run_id: str) -> list[str]:
+        """End the flights left open by a run that died (kill -9, power loss): at their last
+        frame's classification, or their start when they have none. Flights with frames of
+        ``run_id`` are this run's own and stay open. Returns the ids ended."""
+        mine = "SELECT 1 FROM frames m WHERE m.flight_id = flights.flight_id AND m.run_id = ?"
+        with self.transaction() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT flight_id FROM flights WHERE ended_at IS NULL AND NOT EXISTS ({mine})",
+                    [run_id],
+                )
+            ]
+            db.conn.executemany(
+                "UPDATE flights SET ended_at = COALESCE((SELECT MAX(f.classified_at) FROM frames f "
+                "WHERE f.flight_id = flights.flight_id), started_at) WHERE flight_id = ?",
+                [(fid,) for fid in ids],
+            )
+        return ids
+
     def reopen_flight(self, flight_id: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE flights SET ended_at = NULL WHERE flight_id = ?", [flight_id])
