@@ -24,6 +24,7 @@ from typing import Any
 from agent.core import sysinfo
 from agent.core.config import Config
 from agent.core.events import EventBus
+from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 from agent.imaging.geotag import PositionSource, TrackFile
 from agent.store.db import Store
@@ -118,7 +119,8 @@ class Agent:
             self.pipeline.start(once=once)
             log.info(
                 "skysift running: %s %s -> %s (engine %s/%s, run %s)%s",
-                source.kind, getattr(source, "root", getattr(source, "spec", "")), cfg.db_path,
+                source.kind, redact_url(str(getattr(source, "root", getattr(source, "spec", "")))),
+                cfg.db_path,
                 ctx.stats.engine, ctx.stats.device, run_id, " --once" if once else "",
             )
             components = self._components if self._components is not None else _build_components(cfg)
