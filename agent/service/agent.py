@@ -1,10 +1,12 @@
 """The running agent: model, source, pipeline and components, from start to a clean stop.
 
-Start order: open the database and record the run, compile the classifier, open the source,
-start the pipeline, then start the components of :func:`agent.service.components.build_components`
-in list order (they see a ready agent: READY to systemd means frames can flow). Stop: the
-pipeline drains what is in flight and commits it, flights are closed, then the components stop
-in reverse order (so they still publish and sync that last work), then the run is closed.
+Start order: lock the storage directory (a second agent stops here, see
+:mod:`agent.store.lock`), open the database, record the run, compile the classifier, open the
+source, start the pipeline, then start the components of
+:func:`agent.service.components.build_components` in list order (they see a ready agent: READY
+to systemd means frames can flow). Stop: the pipeline drains what is in flight and commits it,
+flights are closed, then the components stop in reverse order (so they still publish and sync
+that last work), then the run is closed.
 
 ``main`` owns the signals (:func:`install_signal_handlers`): SIGTERM and SIGINT only set the
 stop event, and every loop watches it.
@@ -28,6 +30,7 @@ from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 from agent.imaging.geotag import PositionSource, TrackFile
 from agent.store.db import Store
+from agent.store.lock import StorageLock
 from drivers.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -87,11 +90,15 @@ class Agent:
         self.ctx.stop.set()
 
     def run(self, once: bool = False, progress: ProgressFn | None = None) -> int:
+        """Run until stopped (or, with ``once``, until the source is done); the exit code.
+
+        Raises :class:`agent.store.lock.StorageLocked` when another process holds the storage
+        directory.
+        """
         from agent.ingest.pipeline import Pipeline
 
         cfg, ctx = self.cfg, self.ctx
-        cfg.storage.dir.mkdir(parents=True, exist_ok=True)
-        store = Store(cfg.db_path)
+        lock, store = self._open_storage()
         classifier = self._classifier
         source = self._source
         run_id: str | None = None
@@ -130,8 +137,24 @@ class Agent:
                 log.debug("component %s started", getattr(comp, "name", comp))
             code = self._wait(once, progress)
         finally:
-            code = self._shutdown(store, source, classifier, run_id, code)
+            try:
+                code = self._shutdown(store, source, classifier, run_id, code)
+            finally:
+                lock.release()
         return code
+
+    def _open_storage(self) -> tuple[StorageLock, Store]:
+        """Lock the storage directory, then open the database.
+
+        Both come before the model compiles: a second agent on the directory fails at once
+        (:class:`~agent.store.lock.StorageLocked`).
+        """
+        lock = StorageLock(self.cfg.storage.dir).acquire()
+        try:
+            return lock, Store(self.cfg.db_path)
+        except BaseException:
+            lock.release()
+            raise
 
     def _wait(self, once: bool, progress: ProgressFn | None) -> int:
         pipeline, stop = self.pipeline, self.ctx.stop
