@@ -1,8 +1,8 @@
 """The running agent: model, source, pipeline and components, from start to a clean stop.
 
 Start order: lock the storage directory (a second agent stops here, see
-:mod:`agent.store.lock`), open the database, record the run, compile the classifier, open the
-source, start the pipeline, then start the components of
+:mod:`agent.store.lock`), open the database (on a full disk: wait for room), record the run,
+compile the classifier, open the source, start the pipeline, then start the components of
 :func:`agent.service.components.build_components` in list order (they see a ready agent: READY
 to systemd means frames can flow). Stop: the pipeline drains what is in flight and commits it,
 flights are closed, then the components stop in reverse order (so they still publish and sync
@@ -29,7 +29,7 @@ from agent.core.events import EventBus
 from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 from agent.imaging.geotag import PositionSource, TrackFile
-from agent.store.db import Store
+from agent.store.db import Store, open_when_room
 from agent.store.lock import StorageLock
 from drivers.base import FrameSource
 
@@ -93,12 +93,15 @@ class Agent:
         """Run until stopped (or, with ``once``, until the source is done); the exit code.
 
         Raises :class:`agent.store.lock.StorageLocked` when another process holds the storage
-        directory.
+        directory. Stopped while waiting for room on a full disk at start, it returns 0.
         """
         from agent.ingest.pipeline import Pipeline
 
         cfg, ctx = self.cfg, self.ctx
-        lock, store = self._open_storage()
+        opened = self._open_storage()
+        if opened is None:
+            return 0
+        lock, store = opened
         classifier = self._classifier
         source = self._source
         run_id: str | None = None
@@ -143,18 +146,29 @@ class Agent:
                 lock.release()
         return code
 
-    def _open_storage(self) -> tuple[StorageLock, Store]:
-        """Lock the storage directory, then open the database.
+    def _open_storage(self) -> tuple[StorageLock, Store] | None:
+        """Lock the storage directory, then open the database; None when stopped first.
 
         Both come before the model compiles: a second agent on the directory fails at once
-        (:class:`~agent.store.lock.StorageLocked`).
+        (:class:`~agent.store.lock.StorageLocked`), and on a full disk both wait for room
+        (:func:`agent.store.db.open_when_room`) instead of exiting on a disk I/O error.
         """
-        lock = StorageLock(self.cfg.storage.dir).acquire()
+        cfg, stop = self.cfg, self.ctx.stop
+        where = cfg.storage.dir
+        lock = open_when_room(StorageLock(where).acquire, stop, where, f"the lock in {where}")
+        if lock is None:
+            return None
+        store = None
         try:
-            return lock, Store(self.cfg.db_path)
-        except BaseException:
-            lock.release()
-            raise
+            store = open_when_room(lambda: Store(cfg.db_path), stop, where, str(cfg.db_path))
+        finally:
+            if store is None:  # stopped while waiting, or the database cannot be opened
+                lock.release()
+        if store is None:
+            return None
+        if not lock.pid_written:  # the disk was full when the lock was taken
+            lock.write_pid()
+        return lock, store
 
     def _wait(self, once: bool, progress: ProgressFn | None) -> int:
         pipeline, stop = self.pipeline, self.ctx.stop

@@ -57,6 +57,7 @@ class StorageLock:
     def __init__(self, directory: Path):
         self.path = Path(directory) / LOCK_NAME
         self._fd: int | None = None
+        self.pid_written = False
 
     @property
     def held(self) -> bool:
@@ -81,14 +82,26 @@ class StorageLock:
                 raise
             raise StorageLocked(self.path, self._read_holder()) from None
         self._fd = fd
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        except OSError as exc:
-            # A full disk has no block for these few bytes. The lock itself holds (it lives in
-            # the kernel, not in the file); only the refusal of a second agent cannot name us.
-            log.warning("holding %s, but cannot write our PID into it: %s", self.path, exc)
+        self.write_pid()
         return self
+
+    def write_pid(self) -> bool:
+        """Write our PID into the held lock file; False when the disk has no room for it.
+
+        The lock holds either way (it lives in the kernel, not in the file); without the PID a
+        second agent's refusal cannot name us, so call this again once there is room.
+        """
+        if self._fd is None:
+            raise RuntimeError(f"write_pid() without holding {self.path}")
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as exc:
+            log.warning("holding %s, but cannot write our PID into it: %s", self.path, exc)
+            self.pid_written = False
+        else:
+            self.pid_written = True
+        return self.pid_written
 
     def _read_holder(self) -> int | None:
         # The holder writes its PID just after locking: give a start in that window a moment.
