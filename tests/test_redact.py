@@ -34,3 +34,13 @@ def test_redacts(text: str, expected: str) -> None:
 @pytest.mark.parametrize("text", ["rtsp://10.0.0.2/cam", "/data/flight.mp4", "0", "/dev/video0", ""])
 def test_leaves_text_without_secrets_alone(text: str) -> None:
     assert redact_url(text) == text
+
+
+def test_config_check_shows_the_camera_without_its_password(tmp_path, capsys) -> None:
+    from agent.cli.main import main
+
+    cfg = tmp_path / "skysift.yaml"
+    cfg.write_text(f"source:\n  camera: rtsp://admin:s3cret@10.0.0.2/cam\nstorage:\n  dir: {tmp_path / 'd'}\n")
+    assert main(["config", "check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "source=camera rtsp://admin:***@10.0.0.2/cam" in out and "s3cret" not in out
