@@ -276,7 +276,7 @@ LOW_SPACE_BYTES = 1024 * 1024
 
 
 def is_disk_full(exc: BaseException, directory: Path | None = None) -> bool:
-    """True when ``exc`` is the file system holding ``directory`` being full.
+    """True when ``exc`` says that the file system holding ``directory`` is full.
 
     SQLite says ``database or disk is full`` (SQLITE_FULL) when a page write fails, but opening
     an existing database on a full disk fails with a plain ``disk I/O error``
