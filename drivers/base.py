@@ -29,7 +29,7 @@ class Frame:
     """
 
     flight_id: str
-    source: str  # the file path or stream URL the frame came from, as shown to users
+    source: str  # the file path or stream URL it came from, as shown and stored (password masked)
     path: Path | None = None
     data: bytes | None = None
     captured_at: str | None = None  # ISO 8601 UTC, when the source knows it (camera clock)

@@ -9,6 +9,10 @@ A live stream that stops delivering is released and reopened with the agent's on
 :class:`agent.core.backoff.Backoff` (capped exponential with full jitter, cap
 ``source.camera_reopen_max_s``; one "link down" line, rare reminders, one "recovered" line).
 A video file ends at its last frame.
+
+A stream URL may carry a password (``rtsp://admin:s3cret@host/...``): the capture is opened
+with the URL as given, while frames, flights and log lines carry :attr:`CameraSource.display`,
+the URL through :func:`agent.core.redact.redact_url` (``rtsp://admin:***@host/...``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.backoff import Backoff
+from agent.core.redact import redact_url
 from agent.imaging.geotag import iso_utc
 from drivers.base import Frame, FrameSource, SourceError
 
@@ -68,8 +73,9 @@ class CameraSource(FrameSource):
         flight_id: str | None = None,
     ):
         super().__init__()
-        self.spec = spec
+        self.spec = spec  # as configured, secrets included: never logged (display is)
         self.kind_of, self.value = parse_camera_spec(spec)
+        self.display = redact_url(str(spec))  # what logs and stored rows show
         self.every_n = max(1, int(every_n))
         self.max_fps = max_fps
         self.reopen_max_s = float(reopen_max_s)
@@ -82,12 +88,12 @@ class CameraSource(FrameSource):
         self.reopens = 0
         self.read_failures = 0
         # Jitter: many drones on one radio link do not all retry in step.
-        self._backoff = Backoff(f"camera {spec}", base_s=1.0, cap_s=self.reopen_max_s)
+        self._backoff = Backoff(f"camera {self.display}", base_s=1.0, cap_s=self.reopen_max_s)
         self._video_start: datetime | None = None
 
     @property
     def source_name(self) -> str:
-        return str(self.spec)
+        return self.display
 
     def open(self) -> None:
         if self.kind_of == "file" and not Path(self.value).is_file():
@@ -100,7 +106,7 @@ class CameraSource(FrameSource):
             raise SourceError(f"source.camera: OpenCV cannot open the video file {self.value}")
         # A live camera or stream may come up after the agent (boot order, radio link): keep
         # trying in frames() rather than failing the service.
-        log.warning("camera %s is not available yet; retrying with backoff", self.spec)
+        log.warning("camera %s is not available yet; retrying with backoff", self.display)
 
     def _on_opened(self) -> None:
         if self.kind_of != "file":
@@ -168,7 +174,7 @@ class CameraSource(FrameSource):
             last_kept = t
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
             if not ok:
-                log.warning("camera %s: frame %d could not be encoded", self.spec, index)
+                log.warning("camera %s: frame %d could not be encoded", self.display, index)
                 continue
             yield Frame(
                 flight_id=self.flight_id,

@@ -261,3 +261,52 @@ def test_backoff_wait_returns_false_when_stopped() -> None:
     t0 = time.monotonic()
     assert b.wait(stop) is False
     assert time.monotonic() - t0 < 5
+
+
+SECRET_URL = "rtsp://admin:s3cret@127.0.0.1:1/cam"
+SHOWN_URL = "rtsp://admin:***@127.0.0.1:1/cam"
+
+
+def test_stream_password_is_in_no_log_record_and_no_stored_row(tmp_path: Path, classifier, caplog) -> None:
+    # A live stream with a password in its URL, through the whole agent: it drops once, fails
+    # a reopen, comes back. The capture is opened with the secret; nothing logged or stored
+    # (rows, state.json, the SQLite files) holds it.
+    from agent.service.agent import Agent
+    from agent.store.db import Store
+
+    opened: list[object] = []
+    caps = iter([FakeCapture(3, start=10), FakeCapture(0, opened=False), FakeCapture(2, start=90)])
+
+    def factory(value):
+        opened.append(value)
+        return next(caps, FakeCapture(0, opened=False))
+
+    src = CameraSource(SECRET_URL, reopen_max_s=0.05, capture_factory=factory)
+    cfg = parse_config(
+        {"source": {"camera": SECRET_URL}, "storage": {"dir": str(tmp_path / "data"), "min_free_mb": 0}}
+    )
+    agent = Agent(cfg, source=src, classifier=classifier)
+    caplog.set_level(logging.DEBUG)
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and src.reopens < 3:
+        time.sleep(0.05)  # all three captures have been used up
+    time.sleep(0.5)
+    agent.stop()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert len(opened) >= 3 and set(opened) == {SECRET_URL}  # the stream still gets its password
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "s3cret" in m] == []
+    assert "s3cret" not in caplog.text  # formatted tracebacks included
+    assert any(m.startswith("skysift running: camera " + SHOWN_URL) for m in messages), messages
+    assert any(m.startswith(f"camera {SHOWN_URL}: link down") for m in messages), messages
+    store = Store(cfg.db_path)
+    rows, flights = store.frames(), store.flights()
+    store.close()
+    assert rows and {r["source"] for r in rows} == {SHOWN_URL}
+    assert [f["source"] for f in flights] == [SHOWN_URL]
+    for path in cfg.storage.dir.rglob("*"):
+        if path.is_file():
+            assert b"s3cret" not in path.read_bytes(), path

@@ -7,6 +7,7 @@ import sys
 
 from agent.core.config import check_paths, example_config, load_config
 from agent.core.errors import ConfigError, MissingExtra
+from agent.core.redact import redact_url
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +38,8 @@ def _check(args: argparse.Namespace) -> int:
     except MissingExtra as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
-    src = f"camera {cfg.source.camera}" if cfg.source.camera is not None else f"folder {cfg.watch_folder}"
+    camera = cfg.source.camera
+    src = f"camera {redact_url(str(camera))}" if camera is not None else f"folder {cfg.watch_folder}"
     print(f"{args.file}: OK (device_id={cfg.device_id}, source={src}, storage={cfg.storage.dir})")
     return 0
 

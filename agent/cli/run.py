@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="watch the folder (or read the camera), classify, geotag and record every frame",
         description="Run the agent until SIGTERM/SIGINT, or with --once process what the source "
-        "holds now (e.g. an SD-card dump) and exit 0.",
+        "holds now (e.g. an SD-card dump) and exit 0. One agent per storage directory: a second "
+        "one exits 1 at once, naming the PID of the first.",
     )
     p.add_argument(
         "--once",

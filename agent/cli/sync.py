@@ -58,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
         print("skysift: no sync target configured (set sync.bigquery.project and/or sync.gcs.bucket)",
               file=sys.stderr)
         return 2
-    if args.once:
-        return _once(cfg, args.timeout, args.json)
-    return _forever(cfg)
+    from agent.store.lock import StorageLock
+
+    # Pushing writes delivery state: one writer per storage directory, the agent included.
+    with StorageLock(cfg.storage.dir):
+        if args.once:
+            return _once(cfg, args.timeout, args.json)
+        return _forever(cfg)
 
 
 def _init(cfg) -> int:

@@ -1,6 +1,6 @@
 """The kernel every other room builds on: configuration, named errors, the event bus, the
-runtime context, the retry helper and the link log. It imports nothing of skysift above it
-(the import-linter contract in pyproject.toml checks that)."""
+runtime context, the retry helper, the link log and URL redaction. It imports nothing of
+skysift above it (the import-linter contract in pyproject.toml checks that)."""
 
 from agent.core.backoff import Backoff
 from agent.core.config import Config, example_config, load_config, parse_config, resolve_secret_path
@@ -17,6 +17,7 @@ from agent.core.errors import (
 )
 from agent.core.events import EventBus
 from agent.core.logutil import LinkLog
+from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "example_config",
     "load_config",
     "parse_config",
+    "redact_url",
     "resolve_secret_path",
 ]

@@ -7,7 +7,7 @@ from agent.ingest.classify import BatchClassifier, ClassifierStage
 from agent.ingest.commit import Committer
 from agent.ingest.decoder import BatchSizer, Decoder
 from agent.ingest.flights import FlightTracker
-from agent.ingest.job import Counts, Job, PipelineError, Reject, is_disk_full
+from agent.ingest.job import Counts, Job, PipelineError, Reject
 from agent.ingest.pipeline import Pipeline
 from agent.ingest.reader import InFlight, Reader, record_files
 from agent.ingest.rows import build_row, captured_at
@@ -31,6 +31,5 @@ __all__ = [
     "build_row",
     "captured_at",
     "disk_free_bytes",
-    "is_disk_full",
     "record_files",
 ]

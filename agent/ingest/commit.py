@@ -22,11 +22,11 @@ from agent.core.errors import StorageFull
 from agent.core.runtime import AgentContext
 from agent.imaging.geotag import PositionSource
 from agent.ingest.flights import FlightTracker
-from agent.ingest.job import Counts, Job, PipelineError, is_disk_full
+from agent.ingest.job import Counts, Job, PipelineError
 from agent.ingest.reader import InFlight, record_files
 from agent.ingest.rows import build_row
 from agent.ingest.space import SpaceGuard
-from agent.store.db import Store, utcnow
+from agent.store.db import Store, is_disk_full, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Committer:
                     write_atomic(dest, data)
                 inserted = store.add_frames(rows)
             except (OSError, sqlite3.Error, StorageFull) as exc:
-                if is_disk_full(exc):
+                if is_disk_full(exc, self.db_path.parent):
                     self.space.pause("commit", f"disk full: cannot commit to {self.db_path} ({exc})")
                 elif retry.failures + 1 >= MAX_COMMIT_FAILURES:
                     raise PipelineError(f"cannot commit to {self.db_path}: {exc}") from exc

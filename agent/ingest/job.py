@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import errno
-import sqlite3
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from agent.core.errors import SkysiftError, StorageFull
+from agent.core.errors import SkysiftError
 from agent.imaging.decode import DecodedImage
 from drivers.base import Frame
 from models.base import FrameResult
@@ -18,18 +16,6 @@ STAGES = ("read", "decode", "classify", "geotag", "commit")
 
 class PipelineError(SkysiftError):
     """The pipeline cannot go on (the classifier fails on every frame, the database is broken)."""
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """True for the ways a full disk shows up: our own StorageFull, ENOSPC/EDQUOT, SQLite's."""
-    if isinstance(exc, StorageFull):
-        return True
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if isinstance(exc, sqlite3.Error):
-        msg = str(exc).lower()
-        return "disk is full" in msg or "disk full" in msg or "no space" in msg
-    return False
 
 
 class Reject(NamedTuple):

@@ -1,10 +1,12 @@
 """The running agent: model, source, pipeline and components, from start to a clean stop.
 
-Start order: open the database and record the run, compile the classifier, open the source,
-start the pipeline, then start the components of :func:`agent.service.components.build_components`
-in list order (they see a ready agent: READY to systemd means frames can flow). Stop: the
-pipeline drains what is in flight and commits it, flights are closed, then MQTT drains (within
-``mqtt.drain_s``) and the other components stop in reverse order (so they still publish and sync
+Start order: lock the storage directory (a second agent stops here, see
+:mod:`agent.store.lock`), open the database (on a full disk: wait for room), record the run,
+compile the classifier, open the source, start the pipeline, then start the components of
+:func:`agent.service.components.build_components` in list order (they see a ready agent: READY
+to systemd means frames can flow). Stop: the pipeline drains what is in flight and commits it,
+flights are closed, then MQTT drains (within ``mqtt.drain_s``) and the other components stop in
+reverse order (so they still publish and sync
 that last work), then the run is closed.
 
 ``main`` owns the signals (:func:`install_signal_handlers`): SIGTERM and SIGINT only set the
@@ -25,9 +27,11 @@ from typing import Any
 from agent.core import sysinfo
 from agent.core.config import Config
 from agent.core.events import EventBus
+from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 from agent.imaging.geotag import PositionSource, TrackFile
-from agent.store.db import Store
+from agent.store.db import Store, open_when_room
+from agent.store.lock import StorageLock
 from drivers.base import FrameSource
 
 log = logging.getLogger(__name__)
@@ -87,11 +91,18 @@ class Agent:
         self.ctx.stop.set()
 
     def run(self, once: bool = False, progress: ProgressFn | None = None) -> int:
+        """Run until stopped (or, with ``once``, until the source is done); the exit code.
+
+        Raises :class:`agent.store.lock.StorageLocked` when another process holds the storage
+        directory. Stopped while waiting for room on a full disk at start, it returns 0.
+        """
         from agent.ingest.pipeline import Pipeline
 
         cfg, ctx = self.cfg, self.ctx
-        cfg.storage.dir.mkdir(parents=True, exist_ok=True)
-        store = Store(cfg.db_path)
+        opened = self._open_storage()
+        if opened is None:
+            return 0
+        lock, store = opened
         classifier = self._classifier
         source = self._source
         run_id: str | None = None
@@ -121,7 +132,8 @@ class Agent:
             self.pipeline.start(once=once)
             log.info(
                 "skysift running: %s %s -> %s (engine %s/%s, run %s)%s",
-                source.kind, getattr(source, "root", getattr(source, "spec", "")), cfg.db_path,
+                source.kind, redact_url(str(getattr(source, "root", getattr(source, "spec", "")))),
+                cfg.db_path,
                 ctx.stats.engine, ctx.stats.device, run_id, " --once" if once else "",
             )
             components = self._components if self._components is not None else _build_components(cfg)
@@ -131,8 +143,35 @@ class Agent:
                 log.debug("component %s started", getattr(comp, "name", comp))
             code = self._wait(once, progress)
         finally:
-            code = self._shutdown(store, source, classifier, run_id, code)
+            try:
+                code = self._shutdown(store, source, classifier, run_id, code)
+            finally:
+                lock.release()
         return code
+
+    def _open_storage(self) -> tuple[StorageLock, Store] | None:
+        """Lock the storage directory, then open the database; None when stopped first.
+
+        Both come before the model compiles: a second agent on the directory fails at once
+        (:class:`~agent.store.lock.StorageLocked`), and on a full disk both wait for room
+        (:func:`agent.store.db.open_when_room`) instead of exiting on a disk I/O error.
+        """
+        cfg, stop = self.cfg, self.ctx.stop
+        where = cfg.storage.dir
+        lock = open_when_room(StorageLock(where).acquire, stop, where, f"the lock in {where}")
+        if lock is None:
+            return None
+        store = None
+        try:
+            store = open_when_room(lambda: Store(cfg.db_path), stop, where, str(cfg.db_path))
+        finally:
+            if store is None:  # stopped while waiting, or the database cannot be opened
+                lock.release()
+        if store is None:
+            return None
+        if not lock.pid_written:  # the disk was full when the lock was taken
+            lock.write_pid()
+        return lock, store
 
     def _wait(self, once: bool, progress: ProgressFn | None) -> int:
         pipeline, stop = self.pipeline, self.ctx.stop

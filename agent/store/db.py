@@ -12,7 +12,10 @@ transaction: committing the frame row is all it takes for every downstream consu
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -20,11 +23,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
+from agent.core.backoff import Backoff
+from agent.core.errors import StorageFull
 from agent.store.migrations import atomic, migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FRAME_STATUSES = ("classified", "rejected")
 GEO_SOURCES = ("exif", "track", "telemetry", "none")
@@ -50,13 +59,17 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
         if not readonly:
-            # WAL: readers never block the writer. synchronous=NORMAL in WAL survives a crash or
-            # kill -9 of the process (the guarantee the agent promises); on power loss the last
-            # commits may roll back, and those frames are simply classified again from their files.
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            migrate(self.db)
+            try:
+                # WAL: readers never block the writer. synchronous=NORMAL in WAL survives a crash
+                # or kill -9 of the process (the guarantee the agent promises); on power loss the
+                # last commits may roll back, and those frames are simply classified again.
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                migrate(self.db)
+            except BaseException:
+                conn.close()  # a full disk at open: the caller retries with a new connection
+                raise
 
     def close(self) -> None:
         self.db.conn.close()
@@ -277,6 +290,64 @@ class Store:
             "SELECT * FROM deliveries WHERE target = ? AND frame_id = ?", [target, frame_id]
         ).fetchone()
         return dict(row) if row else None
+
+
+# Below this much free space a "disk I/O error" at open is taken for a full disk (see below).
+LOW_SPACE_BYTES = 1024 * 1024
+
+
+def is_disk_full(exc: BaseException, directory: Path | None = None) -> bool:
+    """True when ``exc`` says that the file system holding ``directory`` is full.
+
+    SQLite says ``database or disk is full`` (SQLITE_FULL) when a page write fails, but opening
+    an existing database on a full disk fails with a plain ``disk I/O error``
+    (SQLITE_IOERR_SHMSIZE: the WAL index cannot grow). That one counts as a full disk only when
+    ``directory`` has (almost) no free space, so that a failing SD card still fails loudly.
+    Our own :class:`StorageFull` (the storage budget) counts too.
+    """
+    if isinstance(exc, StorageFull):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    msg = str(exc).lower()
+    if "disk is full" in msg or "disk full" in msg or "no space" in msg:
+        return True
+    if "disk i/o error" not in msg or directory is None:
+        return False
+    try:
+        return shutil.disk_usage(directory).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
+def open_when_room(
+    open_fn: Callable[[], T], stop: threading.Event, directory: Path, what: str
+) -> T | None:
+    """``open_fn()``, retried with backoff while it fails because ``directory``'s disk is full.
+
+    Start-up on a full disk waits for space the way ingest does mid-run: one "paused: disk
+    full" line, retries with the agent's :class:`~agent.core.backoff.Backoff` (which logs the
+    "recovered" line), and the result once there is room. Returns None when ``stop`` is set
+    while waiting (SIGTERM: a clean exit); any other error propagates at once.
+    """
+    backoff = Backoff(f"storage {directory}", base_s=1.0, cap_s=30.0)
+    while True:
+        try:
+            result = open_fn()
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc, directory):
+                raise
+            if not backoff.down:
+                log.error("paused: disk full: cannot open %s (%s); waiting for space", what, exc)
+            backoff.failure(str(exc))
+            if not backoff.wait(stop):
+                log.warning("stopped while waiting for space to open %s", what)
+                return None
+            continue
+        backoff.success()
+        return result
 
 
 def _decode_frame(row: sqlite3.Row) -> dict:
