@@ -11,10 +11,13 @@ when the OpenVINO engine is wanted, and treats an ImportError as "engine unavail
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
+from queue import Empty, SimpleQueue
 
 import numpy as np
 import openvino as ov
@@ -119,6 +122,8 @@ class OpenVinoClassifier(Classifier):
         self.requested_device = device
         self._request = self.compiled.create_infer_request()
         self._queue: ov.AsyncInferQueue | None = None
+        self._callback_freed: _Freed | None = None
+        _open.add(self)
 
     def _check_io(self, model: ov.Model, xml: Path) -> None:
         if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -200,7 +205,10 @@ class OpenVinoClassifier(Classifier):
         """
         if self._queue is None:
             self._queue = ov.AsyncInferQueue(self.compiled, 0)  # 0: the plugin's optimal number
-            self._queue.set_callback(self._done)
+            callback = self._done  # a bound method of its own: the queue holds its only reference
+            self._callback_freed = _Freed(callback)
+            self._queue.set_callback(callback)
+            del callback
         job = _Job(len(batches))
         try:
             for i, b in enumerate(batches):
@@ -237,13 +245,71 @@ class OpenVinoClassifier(Classifier):
         return job.results  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._queue = None
+        """Release the queue, the request and the compiled model, in that order, once no
+        OpenVINO thread is left in Python. Idempotent; run at exit for an engine left open.
+
+        The order keeps the exit status. OpenVINO's threads take the GIL twice: to run the
+        callback, and to free the callback when the last request holding it lets it go, which
+        can be a worker's copy, after the request counts as done. A thread that asks for the
+        GIL once the interpreter is finalizing is ended by CPython with ``pthread_exit``, and
+        that unwinding through OpenVINO's ``noexcept`` frames aborts the process ("terminate
+        called without an active exception", exit 134, about 1 run in 12 of
+        ``skysift classify``). So: ``wait_all`` for the callbacks, drop the queue, then wait
+        until the callback has been freed, wherever that happened.
+        """
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            try:
+                queue.wait_all()  # releases the GIL while it waits
+            except RuntimeError as exc:
+                # The request's own waiter reports its error; closing must still release.
+                log.debug("OpenVINO request failed before close on %s: %s", self.device, exc)
+            del queue  # frees its requests, which refer to the compiled model
+            freed, self._callback_freed = self._callback_freed, None
+            if freed is not None and not freed.wait(_CALLBACK_FREE_S):
+                log.warning("OpenVINO still holds its callback on %s after close", self.device)
         self._request = None  # type: ignore[assignment]
         self.compiled = None  # type: ignore[assignment]
+        _open.discard(self)
 
 
 #: how long a call's results may take before its waiter asks the queue for errors
 _CALLBACK_GRACE_S = 2.0
+#: how long close() waits for OpenVINO's thread to free the callback (microseconds, usually)
+_CALLBACK_FREE_S = 5.0
+
+#: engines not closed yet; closed at exit, before the interpreter starts to shut down
+_open: weakref.WeakSet[OpenVinoClassifier] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    # atexit runs after the main thread returns and before finalization, while OpenVINO's
+    # threads can still take the GIL to finish their callbacks (see OpenVinoClassifier.close).
+    for clf in list(_open):
+        clf.close()
+
+
+class _Freed:
+    """Tells when ``obj`` has been freed, whichever thread freed it.
+
+    The weakref's callback is ``SimpleQueue.put``, a C function: the freeing thread runs no
+    Python bytecode for it, so it cannot be made to give up the GIL and ask for it again.
+    """
+
+    __slots__ = ("_signal", "_ref")
+
+    def __init__(self, obj: object):
+        self._signal: SimpleQueue = SimpleQueue()
+        self._ref = weakref.ref(obj, self._signal.put)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait, without the GIL, until the object is freed; False if it is still alive."""
+        try:
+            self._signal.get(timeout=timeout)
+        except Empty:
+            return False
+        return True
 
 
 class _Job:

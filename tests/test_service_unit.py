@@ -110,6 +110,24 @@ def test_install_writes_unit_user_dirs_and_a_working_config(installed):
     assert "SKYSIFT_CONFIG:=/etc/skysift/skysift.yaml" in wrapper.read_text()
 
 
+def _tmpfiles_line(text: str, path: str) -> list[str]:
+    return next(ln.split() for ln in text.splitlines() if ln.split()[1:2] == [path])
+
+
+def test_tmpfiles_gives_the_config_its_group_at_boot(tmp_path):
+    """A staged install (an image) writes skysift.yaml root:root: the group skysift does not
+    exist before systemd-sysusers runs at first boot. The `z` line fixes the group at boot."""
+    shipped = (ROOT / "systemd" / "skysift.tmpfiles.conf").read_text()
+    assert _tmpfiles_line(shipped, "/etc/skysift/skysift.yaml") == [
+        "z", "/etc/skysift/skysift.yaml", "0640", "root", "skysift", "-"
+    ]
+    prefix = tmp_path / "root"
+    skysift("service", "install", "--prefix", str(prefix), "--user", "drone")
+    installed = (prefix / "etc/tmpfiles.d/skysift.conf").read_text()
+    assert _tmpfiles_line(installed, "/etc/skysift/skysift.yaml")[3:5] == ["root", "drone"]
+    assert _tmpfiles_line(installed, "/etc/skysift")[3:5] == ["root", "root"]
+
+
 def test_install_keeps_an_existing_config_and_substitutes_the_user(tmp_path):
     prefix = tmp_path / "root"
     cfg = prefix / "etc/skysift/skysift.yaml"
@@ -184,3 +202,6 @@ def test_sysusers_and_tmpfiles_snippets_apply_to_a_root(installed):
     assert res.returncode == 0, res.stderr
     inbox = prefix / "var/lib/skysift/inbox"
     assert inbox.is_dir() and (inbox.stat().st_mode & 0o7777) == 0o2770
+    gid = int(re.search(r"^skysift:x:(\d+):", group, re.M).group(1))
+    cfg = (prefix / "etc/skysift/skysift.yaml").stat()
+    assert (cfg.st_uid, cfg.st_gid, cfg.st_mode & 0o7777) == (0, gid, 0o640)

@@ -87,6 +87,8 @@ def render_user_files(sysusers: str, tmpfiles: str, user: str) -> tuple[str, str
         return sysusers, tmpfiles
     sysusers = re.sub(r"^(u|m)(\s+)skysift\b", lambda m: m.group(1) + m.group(2) + user, sysusers, flags=re.M)
     tmpfiles = re.sub(r"\bskysift(\s+)skysift\b", f"{user}\\1{user}", tmpfiles)
+    # the config's group (its `z` line: owner root, group the service user's)
+    tmpfiles = re.sub(r"\broot(\s+)skysift\b", f"root\\1{user}", tmpfiles)
     return sysusers, tmpfiles
 
 
@@ -179,7 +181,8 @@ def plan_install(prefix: Path, user: str, exec_path: str, now: bool, force_confi
         p.dirs.append((root / STATE_DIR.lstrip("/") / "inbox", 0o2770))
         p.notes.append(
             "systemd is not running on this root: on first boot systemd-sysusers and "
-            "systemd-tmpfiles create the user and directories; then `systemctl enable --now skysift`"
+            "systemd-tmpfiles create the user and directories and give skysift.yaml its group; "
+            "then `systemctl enable --now skysift`"
         )
     return p
 

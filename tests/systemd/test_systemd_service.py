@@ -262,3 +262,34 @@ def test_installed_unit_runs_hardened_classifies_and_is_restarted_by_the_watchdo
     assert c.show("LoadState")["LoadState"] == "not-found"
     assert (c.state / "skysift.db").exists()  # type: ignore[attr-defined]
     print(f"service test body took {time.monotonic() - started:.1f}s")
+
+
+def test_staged_install_gets_a_config_the_service_can_read_at_first_boot(container):
+    """`service install --prefix` stages an image: skysift.yaml is written root:root 0640, since
+    the group skysift does not exist before systemd-sysusers runs at first boot. What that boot
+    runs (sysusers, then tmpfiles with the `z` line) must leave it readable by the service."""
+    c = container
+    # A fresh image: no skysift user or group, no config (an earlier test may have made them).
+    c.run("sh", "-c", "userdel skysift; groupdel skysift; rm -f /etc/skysift/skysift.yaml", check=False)
+    assert c.run("getent", "group", "skysift", check=False).returncode != 0
+
+    out = c.run("/opt/skysift/venv/bin/skysift", "service", "install", "--prefix", "/stage").stdout
+    assert "systemd is not running on this root" in out
+    staged = "/stage/etc/skysift/skysift.yaml"
+    assert c.run("stat", "-c", "%U:%G %a", staged).stdout.split() == ["root:root", "640"]
+    c.run("cp", "-a", "/stage/.", "/")  # the image becomes the root, owners and modes kept
+
+    # First boot: systemd-sysusers.service, then systemd-tmpfiles-setup.service (as their units
+    # run them; sysusers' unit is conditioned on a first boot, so it is run directly).
+    c.run("systemd-sysusers")
+    c.run("systemd-tmpfiles", "--create", "--boot", "--exclude-prefix=/dev")
+    cfg = "/etc/skysift/skysift.yaml"
+    assert c.run("stat", "-c", "%U:%G %a", cfg).stdout.split() == ["root:skysift", "640"]
+    c.run("runuser", "-u", "skysift", "--", "head", "-c", "1", cfg)  # readable as the service user
+
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "start", "skysift.service", timeout=300)  # Type=notify: returns at READY
+    props = c.show("ActiveState", "SubState", "User")
+    assert props == {"ActiveState": "active", "SubState": "running", "User": "skysift"}, props
+    c.run("systemctl", "stop", "skysift.service", timeout=120)
+    c.run("/opt/skysift/venv/bin/skysift", "service", "uninstall")
