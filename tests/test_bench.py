@@ -250,3 +250,22 @@ def test_bench_reports_a_broken_model_and_exits_1(shared_data, tmp_path):
     assert any(e.startswith("tiles stages:") for e in rep["errors"])
     assert "model_card.json" in proc.stderr  # the child's own error reaches the user
     assert "**Failed:** tiles pipeline" in proc.stdout
+
+
+def test_memory_measurement_is_the_agent_on_the_big_png(tmp_path):
+    """`bench --memory`: the real agent on the 16-bit RGBA PNG; its peak RSS is reported."""
+    from agent.bench.measure import bench_memory
+    from agent.bench.options import BenchOptions
+    from agent.bench.report import to_markdown
+
+    mem = bench_memory(tmp_path, BenchOptions(timeout_s=600))
+    assert mem["classified"] == 1 and mem["tiles"] > 7000  # decoded whole, not rejected
+    # the full-depth decode alone would be 959 MB: the bound is max_decode_mb, not luck
+    assert 100 < mem["peak_rss_mb"] < 900
+    md = to_markdown({
+        "started_at": "2026-01-01T00:00:00Z",
+        "machine": {"cpu": "x", "cores": 2, "memory_mb": 1024, "os": "Linux", "versions": {}},
+        "workloads": {},
+        "memory": mem,
+    })
+    assert "## Decode memory" in md and f"| {mem['peak_rss_mb']:.0f} |" in md

@@ -245,3 +245,19 @@ def bench_sync(work: Path, opts: BenchOptions) -> dict[str, Any]:
     return res if isinstance(res, dict) else {"result": res}
 
 
+def bench_memory(work: Path, opts: BenchOptions) -> dict[str, Any]:
+    """Peak RSS of the real agent on one 11000x10900 16-bit RGBA PNG (``model.max_decode_mb``)."""
+    from agent.bench.workloads import make_big_png
+
+    w = make_big_png(work / "big-png")
+    run = bench_pipeline(w, work, opts, 0)
+    return {
+        "file": w.files[0].name,
+        "file_mb": w.bytes_total / 1e6,
+        "full_depth_mb": 11_000 * 10_900 * 4 * 2 / 1e6,
+        "peak_rss_mb": run["peak_rss_mb"],
+        "classified": run.get("classified"),
+        "rejected": run.get("rejected"),
+        "tiles": run.get("tiles"),
+        "wall_s": run["wall_s"],
+    }

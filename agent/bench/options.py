@@ -36,6 +36,7 @@ class BenchOptions:
     baseline_frames: int = 20
     stages: bool = True
     sync: bool = False
+    memory: bool = False  # peak RSS on one 11000x10900 16-bit RGBA PNG
     sync_n: int = 10_000
     data_dir: Path = DEFAULT_DATA
     work_dir: Path | None = None  # workloads are cached here; default: a temp dir

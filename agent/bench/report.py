@@ -61,6 +61,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
         lines += _stages_section(wl)
         lines += _baseline_section(wl)
     lines += _engines_section(rep.get("engines"))
+    lines += _memory_section(rep.get("memory"))
     lines += _sync_section(rep.get("sync"))
     return "\n".join(lines)
 
@@ -322,3 +323,19 @@ def _sync_section(sy: dict[str, Any] | None) -> list[str]:
     if extra:
         lines += [" ".join(extra), ""]
     return lines
+
+
+def _memory_section(mem: dict[str, Any] | None) -> list[str]:
+    """Peak RSS of the agent on the big 16-bit RGBA PNG (``--memory``)."""
+    if not mem:
+        return []
+    lines = ["## Decode memory (one 11000x10900 16-bit RGBA PNG)", ""]
+    if "error" in mem:
+        return lines + [f"Failed: {mem['error']}", ""]
+    outcome = "classified" if mem.get("classified") else "rejected" if mem.get("rejected") else "no row"
+    lines += _table(
+        ["file MB", "full-depth decode MB", "agent peak RSS MB", "outcome", "tiles", "wall s"],
+        [[_f(mem.get("file_mb")), _f(mem.get("full_depth_mb"), ".0f"), _f(mem.get("peak_rss_mb"), ".0f"),
+          outcome, str(mem.get("tiles") or "–"), _f(mem.get("wall_s"))]],
+    )
+    return lines + ["Peak RSS is the whole agent process (model loaded), VmHWM.", ""]

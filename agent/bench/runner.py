@@ -15,6 +15,8 @@ measured:
   batch, async queue, ``executemany``), the yardstick the agent is compared with in the same run.
 - **baseline**: the 2020 loop, ``cv2.imread`` + ``cv2.resize`` + Keras ``model.predict`` per image,
   on a sample of each workload; its per-frame rate is extrapolated from the sample.
+- **memory** (``--memory``): the agent's peak RSS on one 11000x10900 16-bit RGBA PNG, a 1 MB
+  file that is 915 MB at full depth (``model.max_decode_mb`` bounds it).
 - **sync** (``--sync``): the sync benchmark of :mod:`agent.bench.sync_bench`, when present.
 
 This module orchestrates: it prepares each workload, runs the measurements of
@@ -42,6 +44,7 @@ from agent.bench.measure import (
     agent_available,
     bench_baseline,
     bench_handbuilt,
+    bench_memory,
     bench_pipeline,
     bench_stages,
     bench_sync,
@@ -178,6 +181,12 @@ def _bench_machine_wide(report: dict[str, Any], work: Path, opts: BenchOptions, 
     if opts.engines != []:  # None means every engine present; only an empty list skips them
         say("engines: per-image inference time")
         report["engines"] = bench_engines(work, opts)
+    if opts.memory:
+        say("memory: the agent on one 11000x10900 16-bit RGBA PNG")
+        try:
+            report["memory"] = bench_memory(work, opts)
+        except _FAILED as exc:
+            report["memory"] = {"error": str(exc).splitlines()[0]}
     if opts.sync:
         say("sync: benchmark against the emulators")
         try:

@@ -128,6 +128,37 @@ def make_tiles(data_dir: Path, out: Path, n: int) -> Workload:
     return w
 
 
+def make_big_png(out: Path, width: int = 11_000, height: int = 10_900) -> Workload:
+    """One PNG of ``width`` x ``height`` RGBA at 16 bits a sample, just under ``model.max_pixels``:
+    a ~1 MB file that decodes to 915 MB at full depth, the memory case of issue 14."""
+    spec = {"kind": "big_png", "width": width, "height": height, "v": 1}
+    if (w := _cached(out, spec)) is not None:
+        return w
+    flight = "bench-big-png"
+    d = out / "inbox" / flight
+    d.mkdir(parents=True, exist_ok=True)
+    # A smooth gradient compresses to about a megabyte; built one band at a time, since the full
+    # 16-bit RGBA array is the very allocation the agent must avoid (the bench should not hold
+    # it either while the agent runs).
+    rows = np.linspace(0, 65535, height, dtype=np.uint16)[:, None]
+    cols = np.linspace(0, 65535, width, dtype=np.uint16)[None, :]
+    img = np.empty((height, width, 4), np.uint16)
+    img[..., 0] = rows
+    img[..., 1] = cols
+    img[..., 2] = 32768
+    img[..., 3] = 65535
+    path = d / "rgba16-11000x10900.png"
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    del img
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
+    w = Workload("big_png", out / "inbox", flight, [path], 128, len(buf), {"format": "png", "bits": 16, "channels": 4})
+    _write_manifest(w, spec)
+    log.info("wrote a %dx%d 16-bit RGBA PNG (%.1f MB) to %s", width, height, len(buf) / 1e6, path)
+    return w
+
+
 def _mosaic(images: list[np.ndarray], rng: np.random.Generator, tile_px: int) -> np.ndarray:
     """A 4000x3000 BGR frame tiled with upscaled shared tiles, a colour cast and sensor noise."""
     cols, rows = -(-FRAME_W // tile_px), -(-FRAME_H // tile_px)

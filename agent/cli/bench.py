@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline-sample", type=int, default=None, help="images of each workload the 2020 loop reads")
     p.add_argument("--no-handbuilt", action="store_true", help="skip the hand-built OpenVINO loop")
     p.add_argument("--no-stages", action="store_true", help="skip the stage-by-stage run")
+    p.add_argument(
+        "--memory", action="store_true",
+        help="also measure the agent's peak RSS on one 11000x10900 16-bit RGBA PNG",
+    )
     p.add_argument("--sync", action="store_true", help="also run the sync benchmark (GCS and BigQuery emulators)")
     p.add_argument("--sync-n", type=int, default=10_000, help="frames in the sync benchmark's flight")
     p.add_argument("--data", type=Path, default=None, help="aerial tiles folder (damaged/, undamaged/)")
@@ -80,6 +84,7 @@ def _bench(args: argparse.Namespace) -> int:
     opts.stages = not args.no_stages
     opts.handbuilt = not args.no_handbuilt
     opts.sync = args.sync
+    opts.memory = args.memory
     opts.sync_n = args.sync_n
     opts.data_dir = args.data or DEFAULT_DATA
     opts.work_dir = args.work_dir
