@@ -56,7 +56,8 @@ def test_yaw_90_looks_east_and_positive_roll_turns_right_side_down():
     # at nadir, "behind" the camera is above it: turned clockwise, the image top swings east
     top, _ = ground_points(_pose(pitch=-90.0, roll=10.0), _intr(), np.array([[2000, 0]]))
     assert _enu(rolled)[0, :2] == pytest.approx([0, 0], abs=0.01)
-    assert _enu(top)[0, :2] == pytest.approx([50 * math.sin(math.radians(10)), 50 * math.cos(math.radians(10))], abs=0.01)
+    r = math.radians(10)
+    assert _enu(top)[0, :2] == pytest.approx([50 * math.sin(r), 50 * math.cos(r)], abs=0.01)
 
 
 def test_ray_above_the_horizon_has_no_position():

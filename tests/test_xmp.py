@@ -30,10 +30,11 @@ def _tagged(tmp_path: Path, *tags: str) -> bytes:
 
 @needs_exiftool
 def test_dji_with_the_old_longitude_spelling(tmp_path):
-    data = _tagged(tmp_path, "-XMP-drone-dji:GPSLatitude=47.5", "-XMP-drone-dji:GPSLongtitude=-8.25",
-                   "-XMP-drone-dji:AbsoluteAltitude=+512.3", "-XMP-drone-dji:RelativeAltitude=+80.5",
-                   "-XMP-drone-dji:GimbalPitchDegree=-45.2", "-XMP-drone-dji:GimbalYawDegree=-30",
-                   "-XMP-drone-dji:GimbalRollDegree=1.5", "-XMP-drone-dji:FlightYawDegree=10")
+    dji = "-XMP-drone-dji:"
+    data = _tagged(tmp_path, dji + "GPSLatitude=47.5", dji + "GPSLongtitude=-8.25",
+                   dji + "AbsoluteAltitude=+512.3", dji + "RelativeAltitude=+80.5",
+                   dji + "GimbalPitchDegree=-45.2", dji + "GimbalYawDegree=-30",
+                   dji + "GimbalRollDegree=1.5", dji + "FlightYawDegree=10")
     x = read_xmp(data)
     assert (x.lat, x.lon, x.alt_msl, x.rel_alt) == (47.5, -8.25, 512.3, 80.5)
     assert (x.yaw, x.pitch, x.roll, x.vendor) == (330.0, -45.2, 1.5, "dji")
@@ -42,10 +43,10 @@ def test_dji_with_the_old_longitude_spelling(tmp_path):
 
 @needs_exiftool
 def test_skydio_struct(tmp_path):
-    data = _tagged(tmp_path, "-XMP-drone-skydio:Latitude=1.5", "-XMP-drone-skydio:Longitude=2.5",
-                   "-XMP-drone-skydio:AbsoluteAltitude=99", "-XMP-drone-skydio:CameraOrientationNEDPitch=-30",
-                   "-XMP-drone-skydio:CameraOrientationNEDYaw=100",
-                   "-XMP-drone-skydio:CameraOrientationNEDRoll=-2")
+    sky = "-XMP-drone-skydio:"
+    data = _tagged(tmp_path, sky + "Latitude=1.5", sky + "Longitude=2.5",
+                   sky + "AbsoluteAltitude=99", sky + "CameraOrientationNEDPitch=-30",
+                   sky + "CameraOrientationNEDYaw=100", sky + "CameraOrientationNEDRoll=-2")
     x = read_xmp(data)
     assert (x.lat, x.lon, x.alt_msl) == (1.5, 2.5, 99.0)
     assert (x.yaw, x.pitch, x.roll, x.vendor) == (100.0, -30.0, -2.0, "skydio")
@@ -54,7 +55,8 @@ def test_skydio_struct(tmp_path):
 @needs_exiftool
 def test_parrot_rational_agl_and_its_own_angles(tmp_path):
     data = _tagged(tmp_path, "-XMP-Camera:AboveGroundAltitude=1234/10",
-                   "-XMP-drone-parrot:CameraPitchDegree=-12", "-XMP-drone-parrot:CameraYawDegree=45",
+                   "-XMP-drone-parrot:CameraPitchDegree=-12",
+                   "-XMP-drone-parrot:CameraYawDegree=45",
                    "-XMP-Camera:Pitch=78")
     x = read_xmp(data)
     assert x.agl == pytest.approx(123.4)
@@ -79,7 +81,8 @@ def test_xmp_exif_gps_and_exif_first(tmp_path):
     x = read_xmp(data)
     assert (x.lat, x.lon, x.alt_msl) == (pytest.approx(-10.5), pytest.approx(-20.25), 300.0)
     both = _tagged(tmp_path, "-GPSLatitude=1", "-GPSLatitudeRef=N", "-GPSLongitude=2",
-                   "-GPSLongitudeRef=E", "-XMP-drone-dji:GPSLatitude=47", "-XMP-drone-dji:GPSLongitude=8")
+                   "-GPSLongitudeRef=E", "-XMP-drone-dji:GPSLatitude=47",
+                   "-XMP-drone-dji:GPSLongitude=8")
     pose = frame_pose(read_exif(both), read_xmp(both))
     assert (pose.lat, pose.lon) == (pytest.approx(1.0), pytest.approx(2.0))  # EXIF wins
 

@@ -8,7 +8,8 @@ earth's curvature is in the answer.
 Rotation (camera -> ENU): start level, looking north (x east, y down, z north); then roll about
 the viewing axis, then pitch about the camera's x axis, then yaw about up:
 ``R = Rz(-yaw) . Rx(pitch) . Ry(roll) . R0`` applied to camera vectors, where Rx, Ry, Rz turn
-right-handed about East, North, Up; i.e. yaw, then pitch, then roll, intrinsic (Z-X'-Y''). Signs: yaw clockwise from true north; pitch -90 straight down, 0 the
+right-handed about East, North, Up; i.e. yaw, then pitch, then roll, intrinsic (Z-X'-Y'').
+Signs: yaw clockwise from true north; pitch -90 straight down, 0 the
 horizon; positive roll turns the camera clockwise as seen from behind (its right side goes down).
 At pitch -90, yaw 0 the top of the image faces north. In cameratransform's terms: heading = yaw,
 tilt = pitch + 90, roll_deg = -roll.
@@ -152,6 +153,8 @@ def cast_rays(lat: float, lon: float, h: float, dirs_enu: np.ndarray,
         warnings.append(GeoWarning("no_ground_hit",
                                    f"{int(missed.sum())} rays reach no ground within range"))
     rows = np.flatnonzero(hit)
+    if rows.size == 0:
+        return out, warnings
     k = first[rows]
     lo = s[rows, np.maximum(k - 1, 0)]
     hi = s[rows, k]

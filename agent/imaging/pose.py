@@ -3,7 +3,8 @@ which rule gave each answer (``agl_source``, ``pose_source``), so nothing is sil
 
 Height above ground (``alt_agl``, metres), from the first rule that applies:
 
-1. ``xmp_above_ground``: the drone's own above-ground altitude (Parrot Camera:AboveGroundAltitude);
+1. ``xmp_above_ground``: the drone's own above-ground altitude
+   (Parrot Camera:AboveGroundAltitude);
 2. ``xmp_relative``: XMP RelativeAltitude, above the take-off point, i.e. the ground is taken as
    flat at the take-off height;
 3. ``telemetry``: an AGL from the flight log or live telemetry;
@@ -74,7 +75,8 @@ def _ground_under(dem: Terrain | None, lat, lon, warnings: list[GeoWarning]) -> 
         return None
     h = float(dem.heights(np.array([lon]), np.array([lat]))[0])
     if np.isnan(h):
-        warnings.append(GeoWarning("dem_no_coverage", f"the DEM does not cover {lat:.6f},{lon:.6f}"))
+        where = f"{lat:.6f},{lon:.6f}"
+        warnings.append(GeoWarning("dem_no_coverage", f"the DEM does not cover {where}"))
         return None
     return h
 
@@ -131,5 +133,5 @@ def _angles(pose: FramePose, xmp: XmpInfo, telemetry: Telemetry) -> None:
         return
     pose.pose_source = "nadir_heading_unknown"
     pose.warnings.append(
-        GeoWarning("heading_unknown", "no gimbal angles or heading: taken as nadir, heading unknown")
+        GeoWarning("heading_unknown", "no gimbal angles or heading: nadir, heading unknown")
     )
