@@ -264,6 +264,12 @@ class MqttConfig(_Section):
     homeassistant_prefix: Annotated[str, AfterValidator(check_topic_prefix)] = "homeassistant"
     outbox_max_rows: int | None = Field(default=None, ge=1, le=100_000_000)
     flight_summary_interval_s: float = Field(default=5.0, gt=0, le=DAY_S)
+    command_key_file: Path | None = Field(
+        default=None, description="Shared HMAC key: commands must be signed (agent.live.auth)."
+    )
+    command_max_age_s: float = Field(default=30.0, gt=0, le=3600)
+    command_rate: float = Field(default=1.0, gt=0, le=100)
+    command_burst: int = Field(default=5, ge=1, le=1000)
 
 
 class MetricsConfig(_Section):
