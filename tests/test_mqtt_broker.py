@@ -358,66 +358,6 @@ def test_tls_client_certificate_when_the_broker_requires_one(tmp_path, monkeypat
         b.stop()
 
 
-def _tls_failure_shown(tmp_path, broker, ca, caplog, expect: str) -> None:
-    """The agent's log and `skysift status` name the certificate problem ``expect``."""
-    from agent.service.state_file import StateFile
-    from agent.service.status import collect, format_text
-
-    caplog.set_level(logging.WARNING, logger="agent.live.mqtt")
-    cfg = _cfg(tmp_path, broker.port, username=USER, tls={"ca_file": str(ca)})
-    store, ctx, pub = _start(cfg)
-    sf = StateFile(interval_s=60)
-    sf.start(ctx)
-    try:
-        assert wait_for(lambda: pub.last_error is not None, 15)
-        assert pub.last_error.startswith("TLS certificate verification failed") and expect in pub.last_error
-        lines = [r.getMessage() for r in caplog.records if r.name == "agent.live.mqtt"]
-        assert any(expect in line for line in lines), lines
-        assert not any("cannot reach" in line for line in lines), lines
-        assert wait_for(lambda: ctx.stats.mqtt is not None and ctx.stats.mqtt.last_error == pub.last_error, 10)
-        sf.write()
-        text = format_text(collect(cfg))
-        link = [line for line in text.splitlines() if line.startswith("link      mqtt down")]
-        assert link and "TLS certificate verification failed" in link[0] and expect in link[0], text
-    finally:
-        sf.stop()
-        pub.stop()
-        store.close()
-
-
-def test_tls_unknown_ca_is_named(tmp_path, mosquitto_tls, monkeypatch, caplog):  # noqa: F811
-    monkeypatch.setenv("SKYSIFT_MQTT_PASSWORD", PASSWORD)
-    b = mosquitto_tls
-    _tls_failure_shown(tmp_path, b, b.tls.other_ca, caplog, "self-signed certificate in certificate chain")
-
-
-def test_tls_wrong_host_name_is_named(tmp_path, monkeypatch, caplog):
-    b = make_broker(tmp_path / "broker-name", tls=True, server_names=["broker.elsewhere.example"]).start()
-    monkeypatch.setenv("SKYSIFT_MQTT_PASSWORD", PASSWORD)
-    try:
-        _tls_failure_shown(tmp_path, b, b.tls.ca, caplog, "mismatch")
-    finally:
-        b.stop()
-
-
-def test_broker_down_is_one_line_not_one_per_retry(tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="agent.live")
-    broker = make_broker(tmp_path / "broker")  # configured, not started: nothing listens yet
-    store, ctx, pub = _start(_cfg(tmp_path, broker.port))
-    try:
-        assert wait_for(lambda: pub._conn_log.failures >= 3, 20)  # paho retried (1 s, 2 s, ...)
-        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
-        assert [r.name for r in loud] == ["agent.live.mqtt"], [(r.name, r.getMessage()) for r in loud]
-        assert "cannot reach the broker" in loud[0].getMessage()
-        broker.start()
-        assert pub.connected.wait(40)
-        assert any("recovered" in r.getMessage() for r in caplog.records)
-    finally:
-        pub.stop()
-        store.close()
-        broker.stop()
-
-
 def test_first_status_carries_the_frames_home_assistant_reads(tmp_path, mosquitto, tiles):  # noqa: F811
     cfg = _cfg(tmp_path, mosquitto.port, homeassistant_discovery=True)
     store = Store(cfg.db_path)

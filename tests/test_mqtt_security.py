@@ -1,5 +1,6 @@
-"""MQTT commands that must be refused: retained, oversized, bursts, unsigned or replayed, and the
-broker ACL of docs/mosquitto-acl.example, against a real Mosquitto (tests/mosquitto.py)."""
+"""MQTT commands that must be refused (retained, oversized, bursts, unsigned or replayed), TLS
+failures that must be named, and the broker ACL of docs/mosquitto-acl.example, against a real
+Mosquitto (tests/mosquitto.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import MOSQUITTO, Subscriber, make_broker, make_password_file, mosquitto  # noqa: F401
+from mosquitto import (  # noqa: F401
+    MOSQUITTO,
+    PASSWORD,
+    USER,
+    Subscriber,
+    make_broker,
+    make_password_file,
+    mosquitto,
+    mosquitto_tls,
+)
 from mqtt_runner import make_ctx
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -253,6 +263,66 @@ def test_signed_commands_through_the_broker(tmp_path, mosquitto):  # noqa: F811
         pub.stop()
         store.close()
         sub.stop()
+
+
+def _tls_failure_shown(tmp_path, broker, ca, caplog, expect: str) -> None:
+    """The agent's log and `skysift status` name the certificate problem ``expect``."""
+    from agent.service.state_file import StateFile
+    from agent.service.status import collect, format_text
+
+    caplog.set_level(logging.WARNING, logger="agent.live.mqtt")
+    cfg = _cfg(tmp_path, broker.port, username=USER, tls={"ca_file": str(ca)})
+    store, ctx, pub = _start(cfg)
+    sf = StateFile(interval_s=60)
+    sf.start(ctx)
+    try:
+        assert wait_for(lambda: pub.last_error is not None, 15)
+        assert pub.last_error.startswith("TLS certificate verification failed") and expect in pub.last_error
+        lines = [r.getMessage() for r in caplog.records if r.name == "agent.live.mqtt"]
+        assert any(expect in line for line in lines), lines
+        assert not any("cannot reach" in line for line in lines), lines
+        assert wait_for(lambda: ctx.stats.mqtt is not None and ctx.stats.mqtt.last_error == pub.last_error, 10)
+        sf.write()
+        text = format_text(collect(cfg))
+        link = [line for line in text.splitlines() if line.startswith("link      mqtt down")]
+        assert link and "TLS certificate verification failed" in link[0] and expect in link[0], text
+    finally:
+        sf.stop()
+        pub.stop()
+        store.close()
+
+
+def test_tls_unknown_ca_is_named(tmp_path, mosquitto_tls, monkeypatch, caplog):  # noqa: F811
+    monkeypatch.setenv("SKYSIFT_MQTT_PASSWORD", PASSWORD)
+    b = mosquitto_tls
+    _tls_failure_shown(tmp_path, b, b.tls.other_ca, caplog, "self-signed certificate in certificate chain")
+
+
+def test_tls_wrong_host_name_is_named(tmp_path, monkeypatch, caplog):
+    b = make_broker(tmp_path / "broker-name", tls=True, server_names=["broker.elsewhere.example"]).start()
+    monkeypatch.setenv("SKYSIFT_MQTT_PASSWORD", PASSWORD)
+    try:
+        _tls_failure_shown(tmp_path, b, b.tls.ca, caplog, "mismatch")
+    finally:
+        b.stop()
+
+
+def test_broker_down_is_one_line_not_one_per_retry(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="agent.live")
+    broker = make_broker(tmp_path / "broker")  # configured, not started: nothing listens yet
+    store, ctx, pub = _start(_cfg(tmp_path, broker.port))
+    try:
+        assert wait_for(lambda: pub._conn_log.failures >= 3, 20)  # paho retried (1 s, 2 s, ...)
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.name for r in loud] == ["agent.live.mqtt"], [(r.name, r.getMessage()) for r in loud]
+        assert "cannot reach the broker" in loud[0].getMessage()
+        broker.start()
+        assert pub.connected.wait(40)
+        assert any("recovered" in r.getMessage() for r in caplog.records)
+    finally:
+        pub.stop()
+        store.close()
+        broker.stop()
 
 
 def _client(port: int, user: str | None, password: str | None) -> tuple[mqtt.Client, int]:
