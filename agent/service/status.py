@@ -267,10 +267,6 @@ def format_text(s: dict[str, Any]) -> str:
     for t, link in sorted((s.get("links") or {}).items()):
         err = f": {link['error']}" if link.get("error") else ""
         lines.append(f"link      {t} {link['state']} since {link['since']}{err}")
-    mqtt = agent.get("mqtt") if s["running"] else None
-    if mqtt and not mqtt.get("connected") and mqtt.get("last_error"):
-        # The publisher's own last word: a TLS certificate problem, a refused login, ...
-        lines.append(f"mqtt      not connected: {mqtt['last_error']}")
     d = s["disk"]
     budget = (
         f" of {_size(d['budget_bytes'])} budget ({d['budget_used_pct']}%)" if d["budget_bytes"] else " (no budget)"
