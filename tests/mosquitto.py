@@ -125,8 +125,9 @@ def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca: bool, sans=None,
     return b.sign(issuer_key if issuer_key is not None else key, hashes.SHA256())
 
 
-def make_tls_files(d: Path) -> TlsFiles:
-    """A test CA, a server certificate for 127.0.0.1 and localhost, a client certificate."""
+def make_tls_files(d: Path, server_names: list[str] | None = None) -> TlsFiles:
+    """A test CA, a server certificate for 127.0.0.1 and localhost (or for ``server_names``:
+    DNS names, to test a host name mismatch), a client certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -139,10 +140,9 @@ def make_tls_files(d: Path) -> TlsFiles:
     ca_key = _key()
     ca = _cert("skysift test CA", ca_key, None, None, ca=True)
     srv_key = _key()
-    srv = _cert(
-        "127.0.0.1", srv_key, ca, ca_key, ca=False,
-        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-    )
+    sans = [x509.DNSName(n) for n in server_names] if server_names else [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    srv = _cert(sans[0].value if server_names else "127.0.0.1", srv_key, ca, ca_key, ca=False, sans=sans)
     cli_key = _key()
     cli = _cert("skysift-agent", cli_key, ca, ca_key, ca=False, client=True)
     other_key = _key()
@@ -160,9 +160,13 @@ def make_tls_files(d: Path) -> TlsFiles:
     return files
 
 
-def make_password_file(path: Path, user: str = USER, password: str = PASSWORD) -> Path:
+def make_password_file(path: Path, user: str = USER, password: str = PASSWORD,
+                       more: dict[str, str] | None = None) -> Path:
+    """A Mosquitto password file for ``user`` and the (user, password) pairs in ``more``."""
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True,
                    capture_output=True)
+    for name, pw in (more or {}).items():
+        subprocess.run(["mosquitto_passwd", "-b", str(path), name, pw], check=True, capture_output=True)
     path.chmod(0o600)
     return path
 
@@ -174,10 +178,14 @@ def _run_as_lines() -> list[str]:
 
 
 def make_broker(
-    workdir: Path, *, tls: bool = False, require_certificate: bool = False, port: int | None = None
+    workdir: Path, *, tls: bool = False, require_certificate: bool = False, port: int | None = None,
+    server_names: list[str] | None = None, password_file: Path | None = None,
+    acl_file: Path | None = None,
 ) -> Broker:
     """Write a config for a broker on a free loopback port (not started yet). With ``tls``:
-    test CA, password file, and optionally client certificates required (``require_certificate``)."""
+    test CA (a server certificate for ``server_names`` if given), password file, and optionally
+    client certificates required (``require_certificate``). Without: anonymous, unless a
+    ``password_file`` is given; ``acl_file`` applies in both cases."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     lines = [
@@ -191,8 +199,10 @@ def make_broker(
         *_run_as_lines(),
     ]
     broker = Broker(port=port, workdir=workdir, conf=workdir / "mosquitto.conf")
+    if acl_file is not None:
+        lines.append(f"acl_file {acl_file}")
     if tls:
-        broker.tls = make_tls_files(workdir / "tls")
+        broker.tls = make_tls_files(workdir / "tls", server_names)
         broker.password_file = make_password_file(workdir / "passwd")
         lines += [
             f"cafile {broker.tls.ca}",
@@ -203,6 +213,9 @@ def make_broker(
             "allow_anonymous false",
             f"password_file {broker.password_file}",
         ]
+    elif password_file is not None:
+        broker.password_file = password_file
+        lines += ["allow_anonymous false", f"password_file {password_file}"]
     else:
         lines.append("allow_anonymous true")
     broker.conf.write_text("\n".join(lines) + "\n")
@@ -247,6 +260,8 @@ class Subscriber:
     topics: list[str]
     messages: list[Received] = field(default_factory=list)
     client: mqtt.Client | None = None
+    #: (user, password) for a broker with a password file and no TLS
+    auth: tuple[str, str] | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _subscribed: threading.Event = field(default_factory=threading.Event)
 
@@ -255,6 +270,8 @@ class Subscriber:
         if tls_kwargs:
             c.tls_set(**tls_kwargs)
             c.username_pw_set(USER, PASSWORD)
+        elif self.auth is not None:
+            c.username_pw_set(*self.auth)
 
         def on_connect(client, userdata, flags, rc, props):
             client.subscribe([(t, 1) for t in self.topics])

@@ -382,3 +382,20 @@ def test_stop_waits_for_a_late_broker_and_sends_what_is_owed(tmp_path, tiles):
     finally:
         store.close()
         broker.stop()
+
+
+def test_first_status_carries_the_frames_home_assistant_reads(tmp_path, mosquitto, tiles):  # noqa: F811
+    cfg = _cfg(tmp_path, mosquitto.port, homeassistant_discovery=True)
+    store = Store(cfg.db_path)
+    ctx = make_ctx(cfg)
+    commit(ctx, store, [frame_row(p, "f1", label) for p, label in tiles[:4]])  # a previous run
+    sub = Subscriber(mosquitto, [f"{BASE}/status"]).start()
+    pub = MqttPublisher(cfg)
+    pub.start(ctx)
+    try:
+        first = sub.wait_for(lambda ms: ms and ms[0].json())
+        assert first["state"] == "online" and first["frames"]["damaged"] == 4
+    finally:
+        pub.stop()
+        store.close()
+        sub.stop()

@@ -194,3 +194,34 @@ def test_home_assistant_discovery(tmp_path):
     assert sensor["state_topic"] == "skysift/drone-1/status"
     assert sensor["availability_topic"] == "skysift/drone-1/status"
     assert online["payload_on"] == "online" and online["device_class"] == "connectivity"
+
+
+def test_home_assistant_discovery_uses_default_entity_id(tmp_path):
+    msgs = dict(discovery_messages(_cfg(tmp_path), Topics(_cfg(tmp_path))))
+    sensor = msgs["homeassistant/sensor/drone-1_damaged/config"]
+    online = msgs["homeassistant/binary_sensor/drone-1_online/config"]
+    assert "object_id" not in sensor and "object_id" not in online
+    # the entity ids Home Assistant made from the old object_id "skysift_drone-1_damaged"
+    assert sensor["default_entity_id"] == "sensor.skysift_drone_1_damaged"
+    assert online["default_entity_id"] == "binary_sensor.skysift_drone_1_online"
+    assert sensor["unique_id"] == "drone-1_damaged"  # unchanged: the registry keys on it
+    cfg = parse_config({"device_id": "Drone 7.b", "mqtt": {"host": "127.0.0.1"}})
+    topics = [t for t, _ in discovery_messages(cfg, Topics(cfg))]
+    assert topics == ["homeassistant/sensor/Drone_7_b_damaged/config",
+                      "homeassistant/binary_sensor/Drone_7_b_online/config"]
+
+
+def test_telemetry_and_connect_errors_are_bounded_and_named():
+    import socket
+    import ssl
+
+    from agent.live.client import connect_error
+
+    with pytest.raises(TelemetryError, match="too large"):
+        parse_position(json.dumps({"lat": 1.0, "lon": 2.0, "pad": "x" * 5000}).encode())
+    err = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    err.verify_message = "certificate has expired"
+    assert connect_error(err) == "TLS certificate verification failed: certificate has expired"
+    assert connect_error(ConnectionRefusedError(111, "Connection refused")) == (
+        "cannot reach the broker: Connection refused")
+    assert "resolve" in connect_error(socket.gaierror(-2, "Name or service not known"))

@@ -285,6 +285,12 @@ class MqttConfig(_Section):
     drain_s: float = Field(
         default=5.0, ge=0, le=600, description="At stop, seconds to send what is still owed."
     )
+    command_key_file: Path | None = Field(
+        default=None, description="Shared HMAC key: commands must be signed (agent.live.auth)."
+    )
+    command_max_age_s: float = Field(default=30.0, gt=0, le=3600)
+    command_rate: float = Field(default=1.0, gt=0, le=100)
+    command_burst: int = Field(default=5, ge=1, le=1000)
 
 
 class MetricsConfig(_Section):

@@ -2,13 +2,16 @@
 
 Nothing here connects: :func:`build_client` returns a configured client, and a bad setting
 (unreadable password file, half a client certificate) is a :class:`ConfigError` before
-anything starts.
+anything starts. :func:`connect_error` names why a connection attempt failed (a TLS certificate
+problem is not an unreachable broker), and :class:`PahoLogFilter` keeps paho's own logger
+from repeating what the publisher's rate-limited link log already says.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 
 import paho.mqtt.client as mqtt
@@ -44,6 +47,33 @@ def read_password(mc: MqttConfig) -> str | None:
     return os.environ.get(PASSWORD_ENV) or None
 
 
+class PahoLogFilter(logging.Filter):
+    """Drops paho's "Client is not connected" error, which it logs on every reconnect attempt
+    while the broker is away: the publisher's LinkLog already logs the loss, rate-limited
+    reminders and the recovery."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_FILTER = PahoLogFilter()
+
+
+def connect_error(exc: BaseException | None) -> str:
+    """Why a connection attempt failed, in words an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # verify_message: "unable to get local issuer certificate" (unknown CA), "Hostname
+        # mismatch, ...", "IP address mismatch, ...", "certificate has expired".
+        return f"TLS certificate verification failed: {exc.verify_message or exc.reason or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the broker host: {exc.strerror or exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach the broker: {exc.strerror or exc}"
+    return "cannot reach the broker"
+
+
 def build_client(cfg: Config, topics: Topics) -> mqtt.Client:
     """A configured but unconnected paho client: will, auth, TLS, backoff."""
     mc = cfg.mqtt
@@ -53,7 +83,10 @@ def build_client(cfg: Config, topics: Topics) -> mqtt.Client:
         protocol=mqtt.MQTTv311,
         clean_session=True,
     )
-    client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+    paho_log = logging.getLogger(f"{__name__}.paho")
+    if _PAHO_FILTER not in paho_log.filters:
+        paho_log.addFilter(_PAHO_FILTER)
+    client.enable_logger(paho_log)
     client.max_inflight_messages_set(MAX_INFLIGHT)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     client.will_set(topics.status, dumps(offline_status(cfg.device_id)), qos=1, retain=True)

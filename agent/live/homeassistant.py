@@ -4,15 +4,30 @@ Many ground stations run Home Assistant; with ``mqtt.homeassistant_discovery: tr
 publishes retained discovery configs on connect, and both entities read the retained status
 topic, so nothing else needs configuring on the Home Assistant side. The last will marks them
 unavailable/off when the agent dies.
+
+Entities are named with ``default_entity_id`` (``object_id`` is deprecated since Home Assistant
+2025.10 and removed in 2026.4); its value is the entity id Home Assistant made from the old
+``object_id``, so existing dashboards and automations keep working.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent import __version__
 from agent.core.config import Config
 from agent.live.payloads import Topics
+
+
+def topic_id(device_id: str) -> str:
+    """The device id as a discovery topic level: Home Assistant accepts ``[a-zA-Z0-9_-]``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", device_id)
+
+
+def entity_id(domain: str, object_id: str) -> str:
+    """``<domain>.<object_id>`` slugified as Home Assistant made entity ids from ``object_id``."""
+    return f"{domain}.{re.sub(r'[^a-z0-9]+', '_', object_id.lower()).strip('_')}"
 
 
 def discovery_messages(cfg: Config, topics: Topics) -> list[tuple[str, dict[str, Any]]]:
@@ -35,7 +50,7 @@ def discovery_messages(cfg: Config, topics: Topics) -> list[tuple[str, dict[str,
     damaged = {
         "name": "Damaged frames",
         "unique_id": f"{dev}_damaged",
-        "object_id": f"skysift_{dev}_damaged",
+        "default_entity_id": entity_id("sensor", f"skysift_{dev}_damaged"),
         "state_topic": topics.status,
         "value_template": "{{ value_json.frames.damaged }}",
         "unit_of_measurement": "frames",
@@ -47,7 +62,7 @@ def discovery_messages(cfg: Config, topics: Topics) -> list[tuple[str, dict[str,
     online = {
         "name": "Online",
         "unique_id": f"{dev}_online",
-        "object_id": f"skysift_{dev}_online",
+        "default_entity_id": entity_id("binary_sensor", f"skysift_{dev}_online"),
         "state_topic": topics.status,
         "value_template": "{{ value_json.state }}",
         "payload_on": "online",
@@ -55,7 +70,8 @@ def discovery_messages(cfg: Config, topics: Topics) -> list[tuple[str, dict[str,
         "device_class": "connectivity",
         "device": device,
     }
+    node = topic_id(dev)
     return [
-        (f"{prefix}/sensor/{dev}_damaged/config", damaged),
-        (f"{prefix}/binary_sensor/{dev}_online/config", online),
+        (f"{prefix}/sensor/{node}_damaged/config", damaged),
+        (f"{prefix}/binary_sensor/{node}_online/config", online),
     ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -28,14 +28,15 @@ from agent.core.config import Config
 from agent.core.errors import ConfigError
 from agent.core.logutil import LinkLog
 from agent.core.runtime import AgentContext, MqttState
-from agent.live.client import MAX_INFLIGHT, build_client
-from agent.live.commands import CommandDispatcher, CommandError
+from agent.live.auth import CommandAuth, load_key
+from agent.live.client import MAX_INFLIGHT, build_client, connect_error
+from agent.live.commands import CommandDispatcher, CommandError, CommandInbox
 from agent.live.flight_feed import FlightFeed
 from agent.live.homeassistant import discovery_messages
 from agent.live.outbox import Outbox
 from agent.live.payloads import Topics, dumps, offline_status
 from agent.live.status import LiveStatus
-from agent.live.telemetry import TelemetryBuffer, TelemetryError, parse_position
+from agent.live.telemetry import TelemetryBuffer
 from agent.store.db import Store
 from sync.pending import MQTT
 
@@ -55,6 +56,8 @@ class MqttPublisher:
         self.cfg = cfg
         self.topics = Topics(cfg)
         self.client = build_client(cfg, self.topics)  # raises ConfigError before anything starts
+        key = load_key(cfg.mqtt)  # also a ConfigError before anything starts
+        self._auth = None if key is None else CommandAuth(key, cfg.device_id, cfg.mqtt.command_max_age_s)
         self.outbox = Outbox(cfg, self.client, self.topics.frames, max_inflight)
         self.flights = FlightFeed(cfg, self.client, self.topics)
         self.telemetry = (
@@ -65,14 +68,13 @@ class MqttPublisher:
         #: set once the broker confirmed the command/telemetry subscriptions of this connection
         self.subscribed = threading.Event()
         self.last_error: str | None = None
-        self._last_link: str | None = None  # "ok" | "down": the broker link as last reported
+        self._last_link: tuple[str, str | None] | None = None  # (state, error) last reported
         self._refused = False
         self.status: LiveStatus | None = None  # built at start, with the agent's context
 
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()  # guards the fields bus handlers and callbacks touch
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=64)
         self._status_requests: list[Future] = []
         self._conn_gen = 0
         self._status_dirty = True
@@ -81,14 +83,19 @@ class MqttPublisher:
         # paho's thread runs every callback that logs here: one thread, as LinkLog needs.
         self._conn_log = LinkLog(log, f"MQTT broker {cfg.mqtt.host}:{cfg.mqtt.port}", remind_s=60.0)
         self._threads: list[threading.Thread] = []
-        self._dispatcher: CommandDispatcher | None = None
+        self._inbox: CommandInbox | None = None
 
     # --- component ----------------------------------------------------------------------------
     def start(self, ctx: AgentContext) -> None:
         self.ctx = ctx
         self.status = LiveStatus(self.cfg, ctx, self.telemetry)
-        self._status_cache = self.status.base()
-        self._dispatcher = CommandDispatcher(ctx, self.status_now)
+        # The first retained "online" carries the counts Home Assistant's templates read.
+        store = Store(self.cfg.db_path)
+        try:
+            self._status_cache = self.status.build(store, MqttState())
+        finally:
+            store.close()
+        self._inbox = CommandInbox(self.cfg.mqtt, CommandDispatcher(ctx, self.status_now), self._auth, log)
         if self.telemetry is not None:
             ctx.telemetry = self.telemetry
         ctx.commands["publish_status"] = self.request_status
@@ -188,10 +195,11 @@ class MqttPublisher:
 
     def _link_state(self, state: str, error: str | None = None) -> None:
         """Tell status and metrics about the broker link, on changes only (a broker that stays
-        away makes paho retry, and fail, every few seconds)."""
-        if state == self._last_link or self.ctx is None:
+        away makes paho retry, and fail, every few seconds); a new error while down is a change
+        (a broker back with a certificate we do not trust is no longer "unreachable")."""
+        if (state, error) == self._last_link or self.ctx is None:
             return
-        self._last_link = state
+        self._last_link = (state, error)
         self.ctx.bus.publish("sync_state", target="mqtt", state=state, error=error)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
@@ -202,7 +210,9 @@ class MqttPublisher:
         self.subscribed.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self.last_error = "cannot reach the broker"
+        # paho calls this inside its `except OSError`, without the exception: it is the one
+        # being handled, and it says whether the broker is away or its certificate is wrong.
+        self.last_error = connect_error(sys.exc_info()[1])
         self._conn_log.failure(self.last_error)
         self._link_state("down", self.last_error)
 
@@ -229,22 +239,15 @@ class MqttPublisher:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.topics.telemetry and mqtt.topic_matches_sub(self.topics.telemetry, msg.topic):
-            if self.telemetry is None:
-                return
-            try:
-                self.telemetry.add(parse_position(msg.payload))
-            except TelemetryError as exc:
-                self.telemetry.invalid += 1
-                if self.telemetry.invalid in (1, 10, 100) or self.telemetry.invalid % 1000 == 0:
-                    log.warning("ignoring telemetry on %s: %s (%d so far)", msg.topic, exc, self.telemetry.invalid)
+            if self.telemetry is not None:
+                self.telemetry.receive(msg.topic, bytes(msg.payload))
             return
         name = self.topics.command_name(msg.topic)
-        if name is None:
+        if name is None or self._inbox is None:
             return
-        try:
-            self._commands.put_nowait((name, bytes(msg.payload)))
-        except queue.Full:
-            log.warning("MQTT command %s dropped: too many commands waiting", name)
+        refused = self._inbox.offer(name, msg.topic, bytes(msg.payload), bool(msg.retain))
+        if refused is not None:
+            client.publish(self.topics.reply(name), dumps(refused), qos=1)
 
     # --- bus handlers (ingest thread: record and wake) -------------------------------------------
     def _on_frames_committed(self, rows: list[dict] | None = None, **_: Any) -> None:
@@ -388,12 +391,8 @@ class MqttPublisher:
 
     # --- the command thread --------------------------------------------------------------------
     def _run_commands(self) -> None:
-        assert self._dispatcher is not None
+        assert self._inbox is not None
         while not self._stop.is_set():
-            try:
-                name, payload = self._commands.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            reply = self._dispatcher.handle(name, payload)
-            log.info("MQTT command %s: %s", name, "ok" if reply.get("ok") else reply.get("error"))
-            self.client.publish(self.topics.reply(name), dumps(reply), qos=1)
+            done = self._inbox.next(timeout=0.5)
+            if done is not None:
+                self.client.publish(self.topics.reply(done[0]), dumps(done[1]), qos=1)

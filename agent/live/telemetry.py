@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import math
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
 from agent.imaging.geotag import Position
+
+log = logging.getLogger(__name__)
+
+#: the largest telemetry message read; a position is about a hundred bytes
+MAX_TELEMETRY_BYTES = 4096
 
 
 class TelemetryError(ValueError):
@@ -62,6 +68,8 @@ def _number(msg: dict, key: str, required: bool) -> float | None:
 def parse_position(payload: bytes, received: datetime | None = None) -> Position:
     """Parse one telemetry message; raise :class:`TelemetryError` when it is unusable."""
     received = received or datetime.now(timezone.utc)
+    if len(payload) > MAX_TELEMETRY_BYTES:
+        raise TelemetryError(f"too large: {len(payload)} bytes (at most {MAX_TELEMETRY_BYTES})")
     try:
         msg = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -111,6 +119,18 @@ class TelemetryBuffer:
                 del self._times[: len(self._times) - self.max_fixes]
                 del self._fixes[: len(self._fixes) - self.max_fixes]
             self.received += 1
+
+    def receive(self, topic: str, payload: bytes) -> None:
+        """Add one message from ``topic``; a bad one is counted, and logged at the 1st, 10th,
+        100th and every 1000th (a broken bridge may send many a second)."""
+        try:
+            self.add(parse_position(payload))
+        except TelemetryError as exc:
+            with self._lock:
+                self.invalid += 1
+                invalid = self.invalid
+            if invalid in (1, 10, 100) or invalid % 1000 == 0:
+                log.warning("ignoring telemetry on %s: %s (%d so far)", topic, exc, invalid)
 
     def latest(self) -> Position | None:
         with self._lock:
