@@ -50,7 +50,19 @@ _LOCAL: dict[str, tuple[str, str, str]] = {
     "inference_ms": ("FLOAT64", "NULLABLE", "Model time for the frame"),
     "total_ms": ("FLOAT64", "NULLABLE", "Decode + tiles + model"),
     "run_id": ("STRING", "NULLABLE", "Agent run that produced the row"),
+    "alt_agl": ("FLOAT64", "NULLABLE", "Height above ground (m)"),
+    "alt_msl": ("FLOAT64", "NULLABLE", "Altitude above sea level, orthometric (m)"),
+    "agl_source": ("STRING", "NULLABLE", "Which rule gave alt_agl"),
+    "yaw": ("FLOAT64", "NULLABLE", "Camera yaw, degrees clockwise from true north"),
+    "pitch": ("FLOAT64", "NULLABLE", "Camera pitch, -90 straight down"),
+    "roll": ("FLOAT64", "NULLABLE", "Camera roll, degrees"),
+    "pose_source": ("STRING", "NULLABLE", "gimbal, telemetry or nadir_heading_unknown"),
+    "footprint": ("GEOGRAPHY", "NULLABLE", "The frame's ground footprint"),
 }
+
+#: Local columns BigQuery does not take as they are: the per-tile ground grids travel as the
+#: frame row's repeated field of damaged tiles instead.
+_NOT_SENT: frozenset[str] = frozenset({"tile_centers", "tile_corners"})
 
 #: The columns only BigQuery has, each placed after the local column it follows.
 _ADDED_AFTER: dict[str, list[tuple[str, str, str, str]]] = {
@@ -81,12 +93,13 @@ _ADDED_AFTER: dict[str, list[tuple[str, str, str, str]]] = {
 
 
 def _frame_fields() -> list[tuple[str, str, str, str]]:
-    stale = set(_LOCAL) - set(FRAME_COLUMNS)
+    stale = (set(_LOCAL) | _NOT_SENT) - set(FRAME_COLUMNS)
     if stale:  # a column dropped locally but still sent would fail every load job
         raise RuntimeError(f"sync/schema.py describes columns the frames table lacks: {sorted(stale)}")
     fields: list[tuple[str, str, str, str]] = []
     for name in FRAME_COLUMNS:
-        fields.append((name, *_LOCAL[name]))
+        if name not in _NOT_SENT:
+            fields.append((name, *_LOCAL[name]))
         fields.extend(_ADDED_AFTER.get(name, ()))
     return fields
 
@@ -139,6 +152,18 @@ def _point(lat: Any, lon: Any) -> str | None:
     return f"POINT({float(lon)!r} {float(lat)!r})"
 
 
+def _polygon(geojson: Any) -> str | None:
+    """WKT of a GeoJSON Polygon ([lon, lat] ring), or None when absent or not a valid ring."""
+    try:
+        ring = geojson["coordinates"][0] if geojson and geojson.get("type") == "Polygon" else None
+        pts = [(float(lon), float(lat)) for lon, lat in ring or ()]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    if len(pts) < 4 or not all(-180 <= x <= 180 and -90 <= y <= 90 and math.isfinite(x + y) for x, y in pts):
+        return None  # an invalid GEOGRAPHY would fail the whole load job
+    return "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in pts) + "))"
+
+
 def frame_row(
     frame: dict[str, Any], device_id: str, run: dict[str, Any] | None, gcs_uri: str | None, synced_at: str
 ) -> dict[str, Any]:
@@ -151,6 +176,7 @@ def frame_row(
     row["device_id"] = device_id
     row["gcs_uri"] = gcs_uri
     row["position"] = _point(row.get("lat"), row.get("lon"))
+    row["footprint"] = _polygon(frame.get("footprint"))
     row["capture_date"] = _date(frame.get("captured_at") or frame.get("classified_at"))
     for k in RUN_FIELDS:
         row[k] = (run or {}).get(k)

@@ -112,3 +112,21 @@ def test_upgraded_file_has_the_schema_of_a_fresh_one(tmp_path, start):
     assert upgraded.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     upgraded.close()
     assert _schema(tmp_path / "old.db") == _schema(tmp_path / "fresh.db")
+
+
+def test_ground_columns_round_trip_and_the_tiles_view_has_a_row_per_tile(tmp_path):
+    store = Store(tmp_path / "s.db")
+    ring = [[11.0, 43.0], [11.001, 43.0], [11.001, 43.001], [11.0, 43.001], [11.0, 43.0]]
+    centers = [[[11.00025, 43.00075], None], [[11.00025, 43.00025], [11.00075, 43.00025]]]
+    store.add_frames([_row(
+        "a", tile_grid=[[0.9, 0.1], [0.2, 0.8]], tile_centers=centers,
+        footprint={"type": "Polygon", "coordinates": [ring]}, alt_agl=50.0, pose_source="gimbal",
+    )])
+    got = store.frame("a")
+    assert got["tile_centers"] == centers and got["footprint"]["coordinates"] == [ring]
+    tiles = store.db.execute("SELECT row, col, p_damaged, lon, lat FROM tiles ORDER BY row, col").fetchall()
+    assert [tuple(t) for t in tiles] == [
+        (0, 0, 0.9, 11.00025, 43.00075), (0, 1, 0.1, None, None),  # a tile whose ray missed
+        (1, 0, 0.2, 11.00025, 43.00025), (1, 1, 0.8, 11.00075, 43.00025),
+    ]
+    store.close()

@@ -36,8 +36,22 @@ def test_values_that_would_fail_a_load_job_become_null():
 def test_bigquery_frame_columns_are_the_local_columns_plus_its_own():
     from agent.store.columns import FRAME_COLUMNS
 
+    from sync.schema import _NOT_SENT
+
     names = [f[0] for f in FRAME_FIELDS]
-    assert [n for n in names if n in FRAME_COLUMNS] == list(FRAME_COLUMNS)  # all, in order
+    sent = [c for c in FRAME_COLUMNS if c not in _NOT_SENT]
+    assert [n for n in names if n in FRAME_COLUMNS] == sent  # all, in order
+    assert _NOT_SENT == {"tile_centers", "tile_corners"}  # they travel as the damaged tiles
     assert set(names) - set(FRAME_COLUMNS) == {
         "device_id", "gcs_uri", "position", "capture_date", "synced_at", *RUN_FIELDS,
     }
+
+
+def test_footprint_goes_to_bigquery_as_a_polygon_and_a_bad_one_as_null():
+    ring = [[11.0, 43.0], [11.001, 43.0], [11.001, 43.001], [11.0, 43.001], [11.0, 43.0]]
+    base = {"frame_id": "f", "flight_id": "x", "status": "classified", "classified_at": "2026-01-01T00:00:00Z"}
+    row = frame_row({**base, "footprint": {"type": "Polygon", "coordinates": [ring]}}, "d", None, None, "t")
+    assert row["footprint"].startswith("POLYGON((11.0 43.0, 11.001 43.0")
+    bad = {"type": "Polygon", "coordinates": [[[500, 43], [11, 43], [11, 44], [500, 43]]]}
+    assert frame_row({**base, "footprint": bad}, "d", None, None, "t")["footprint"] is None
+    assert frame_row(base, "d", None, None, "t")["footprint"] is None

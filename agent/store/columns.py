@@ -36,7 +36,21 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "inference_ms",
     "total_ms",
     "run_id",
+    # where on the ground (migration 4)
+    "alt_agl",
+    "alt_msl",
+    "agl_source",
+    "yaw",
+    "pitch",
+    "roll",
+    "pose_source",
+    "footprint",
+    "tile_centers",
+    "tile_corners",
 )
+
+#: the columns stored as JSON text and decoded to Python values when read
+JSON_COLUMNS: frozenset[str] = frozenset({"tile_grid", "footprint", "tile_centers", "tile_corners"})
 
 
 def frame_columns(*names: str) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ import sqlite_utils
 
 from agent.core.backoff import Backoff
 from agent.core.errors import StorageFull
+from agent.store.columns import JSON_COLUMNS
 from agent.store.migrations import atomic, migrate
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,9 @@ class Store:
             conn = db.conn
             for row in rows:
                 r = dict(row)
-                if isinstance(r.get("tile_grid"), list):
-                    r["tile_grid"] = json.dumps(r["tile_grid"], separators=(",", ":"))
+                for k in JSON_COLUMNS:
+                    if isinstance(r.get(k), (list, dict)):
+                        r[k] = json.dumps(r[k], separators=(",", ":"))
                 r.setdefault("classified_at", utcnow())
                 if r["status"] not in FRAME_STATUSES:
                     raise ValueError(f"bad frame status {r['status']!r}")
@@ -352,9 +354,9 @@ def open_when_room(
 
 def _decode_frame(row: sqlite3.Row) -> dict:
     d = dict(row)
-    grid = d.get("tile_grid")
-    if isinstance(grid, str):
-        d["tile_grid"] = json.loads(grid)
+    for k in JSON_COLUMNS:
+        if isinstance(d.get(k), str):
+            d[k] = json.loads(d[k])
     return d
 
 

@@ -158,7 +158,44 @@ def _m3_files(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_sync_batches, _m3_files]
+#: The columns that place a frame on the ground (issue 12), added by :func:`_m4_ground`.
+GROUND_COLUMNS: dict[str, type] = {
+    "alt_agl": float,  # height above ground, metres
+    "alt_msl": float,  # altitude above sea level (orthometric, the DEM's datum), metres
+    "agl_source": str,  # which rule gave alt_agl (agent.imaging.pose)
+    "yaw": float,  # degrees clockwise from true north (DJI's convention, README "Where on the ground")
+    "pitch": float,  # -90 straight down, 0 the horizon
+    "roll": float,
+    "pose_source": str,  # gimbal | telemetry | nadir_heading_unknown
+    "footprint": str,  # JSON GeoJSON Polygon of the frame's corners, [lon, lat]; NULL if unplaced
+    "tile_centers": str,  # JSON rows x cols of [lon, lat] or null, the shape of tile_grid
+    "tile_corners": str,  # JSON (rows+1) x (cols+1) of [lon, lat] or null: tile i,j spans [i..i+1][j..j+1]
+}
+
+
+def _m4_ground(db: sqlite_utils.Database) -> None:
+    # Where each frame and each tile lies on the ground. Columns on frames (one JSON grid per
+    # frame, as tile_grid) rather than a row per tile: a 128-px tile stream commits thousands of
+    # frames a second, and a second insert per tile would halve that. The ``tiles`` view gives
+    # one row per tile for queries (sqlite-utils query ... "select * from tiles").
+    for name, kind in GROUND_COLUMNS.items():
+        db["frames"].add_column(name, kind)
+    db.execute(
+        """
+        CREATE VIEW IF NOT EXISTS tiles AS
+        SELECT f.frame_id, f.flight_id, CAST(r.key AS INTEGER) AS row, CAST(c.key AS INTEGER) AS col,
+               c.value AS p_damaged,
+               json_extract(f.tile_centers, '$[' || r.key || '][' || c.key || '][0]') AS lon,
+               json_extract(f.tile_centers, '$[' || r.key || '][' || c.key || '][1]') AS lat
+        FROM frames f, json_each(f.tile_grid) r, json_each(r.value) c
+        WHERE f.tile_grid IS NOT NULL
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m1_initial, _m2_sync_batches, _m3_files, _m4_ground,
+]
 
 
 @contextmanager
