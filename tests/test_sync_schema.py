@@ -35,13 +35,12 @@ def test_values_that_would_fail_a_load_job_become_null():
 
 def test_bigquery_frame_columns_are_the_local_columns_plus_its_own():
     from agent.store.columns import FRAME_COLUMNS
-
     from sync.schema import _NOT_SENT
 
     names = [f[0] for f in FRAME_FIELDS]
     sent = [c for c in FRAME_COLUMNS if c not in _NOT_SENT]
     assert [n for n in names if n in FRAME_COLUMNS] == sent  # all, in order
-    assert _NOT_SENT == {"tile_centers", "tile_corners"}  # they travel as the damaged tiles
+    assert {"tile_centers", "tile_corners"} == _NOT_SENT  # they travel as the damaged tiles
     assert set(names) - set(FRAME_COLUMNS) == {
         "device_id", "gcs_uri", "position", "capture_date", "synced_at", *RUN_FIELDS,
     }
