@@ -50,6 +50,7 @@ _LOCAL: dict[str, tuple[str, str, str]] = {
     "inference_ms": ("FLOAT64", "NULLABLE", "Model time for the frame"),
     "total_ms": ("FLOAT64", "NULLABLE", "Decode + tiles + model"),
     "run_id": ("STRING", "NULLABLE", "Agent run that produced the row"),
+    "warnings": ("JSON", "NULLABLE", "Oddities of a file that still decoded in full: [{reason, message}]"),
 }
 
 #: The columns only BigQuery has, each placed after the local column it follows.
@@ -148,6 +149,7 @@ def frame_row(
     if grid is not None:
         grid = [[_finite(p) for p in r] for r in grid] if isinstance(grid, list) else None
     row["tile_grid"] = json.dumps(grid, separators=(",", ":")) if grid is not None else None
+    row["warnings"] = json.dumps(row["warnings"]) if row.get("warnings") else None
     row["device_id"] = device_id
     row["gcs_uri"] = gcs_uri
     row["position"] = _point(row.get("lat"), row.get("lon"))

@@ -36,6 +36,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "inference_ms",
     "total_ms",
     "run_id",
+    "warnings",
 )
 
 

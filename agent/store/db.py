@@ -170,6 +170,8 @@ class Store:
                 r = dict(row)
                 if isinstance(r.get("tile_grid"), list):
                     r["tile_grid"] = json.dumps(r["tile_grid"], separators=(",", ":"))
+                if isinstance(r.get("warnings"), list):
+                    r["warnings"] = json.dumps(r["warnings"]) if r["warnings"] else None
                 r.setdefault("classified_at", utcnow())
                 if r["status"] not in FRAME_STATUSES:
                     raise ValueError(f"bad frame status {r['status']!r}")
@@ -355,6 +357,8 @@ def _decode_frame(row: sqlite3.Row) -> dict:
     grid = d.get("tile_grid")
     if isinstance(grid, str):
         d["tile_grid"] = json.loads(grid)
+    if isinstance(d.get("warnings"), str):
+        d["warnings"] = json.loads(d["warnings"])
     return d
 
 
