@@ -293,3 +293,17 @@ def test_classify_json_lists_the_warnings(tmp_path: Path, cjpeg, capsys):
     assert rows["quirky.jpg"]["error"] is None
     assert [w["reason"] for w in rows["quirky.jpg"]["warnings"]] == ["jpeg_extraneous_bytes"]
     assert "2 extraneous bytes before marker 0xda" in rows["quirky.jpg"]["warnings"][0]["message"]
+
+
+def test_warnings_migration_is_idempotent(tmp_path: Path):
+    import sqlite_utils
+
+    from agent.store.db import Store
+    from agent.store.migrations import MIGRATIONS
+
+    Store(tmp_path / "s.db").close()
+    db = sqlite_utils.Database(tmp_path / "s.db")
+    step = next(m for m in MIGRATIONS if m.__name__ == "_m4_frame_warnings")
+    step(db)  # run again on a file that has the column: no error, one column
+    assert list(db["frames"].columns_dict).count("warnings") == 1
+    db.conn.close()
