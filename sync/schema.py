@@ -58,6 +58,7 @@ _LOCAL: dict[str, tuple[str, str, str]] = {
     "roll": ("FLOAT64", "NULLABLE", "Camera roll, degrees"),
     "pose_source": ("STRING", "NULLABLE", "gimbal, telemetry or nadir_heading_unknown"),
     "footprint": ("GEOGRAPHY", "NULLABLE", "The frame's ground footprint"),
+    "warnings": ("JSON", "NULLABLE", "Oddities of a file that still decoded in full: [{reason, message}]"),
 }
 
 #: Local columns BigQuery does not take as they are: the per-tile ground grids travel as the
@@ -173,6 +174,7 @@ def frame_row(
     if grid is not None:
         grid = [[_finite(p) for p in r] for r in grid] if isinstance(grid, list) else None
     row["tile_grid"] = json.dumps(grid, separators=(",", ":")) if grid is not None else None
+    row["warnings"] = json.dumps(row["warnings"]) if row.get("warnings") else None
     row["device_id"] = device_id
     row["gcs_uri"] = gcs_uri
     row["position"] = _point(row.get("lat"), row.get("lon"))

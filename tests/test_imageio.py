@@ -222,3 +222,18 @@ def test_read_image_file_errors(tmp_path: Path, exif_samples: Path):
     assert ei.value.reason == "empty"
     d = read_image_file(exif_samples / "Canon_40D.jpg", max_file_bytes=10**6, **KW)
     assert d.bytes == (exif_samples / "Canon_40D.jpg").stat().st_size and len(d.sha256) == 64
+
+
+def test_truncated_files_stay_truncated_even_if_pillow_was_told_to_load_them(aerial_tiles):
+    """LOAD_TRUNCATED_IMAGES fills what is missing with grey; whoever set it, the door refuses."""
+    from PIL import ImageFile
+
+    buf = io.BytesIO()
+    Image.open(aerial_tiles["damaged"][0]).convert("L").resize((256, 256)).save(buf, "TIFF")
+    tif = buf.getvalue()
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        assert _reason(tif[: int(len(tif) * 0.4)]) == "truncated"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before

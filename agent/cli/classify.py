@@ -156,6 +156,7 @@ def _result(job: Job, row: dict) -> dict:
     from agent.ingest import Reject
 
     res: dict = {"path": job.frame.source, **{k: row[k] for k in ROW_FIELDS}, "error": None}
+    res["warnings"] = row["warnings"] or []  # [{reason, message}]: quirks of a decoded file
     if row["status"] == "rejected":
         reason, message = job.reject or Reject("unclassified", "no result")
         res["error"] = {"reason": reason, "message": message}

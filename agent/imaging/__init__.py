@@ -18,9 +18,11 @@ from agent.imaging.geotag import (
     parse_time,
     shift,
 )
+from agent.imaging.strict import DecodeWarning
 
 __all__ = [
     "SUPPORTED_FORMATS",
+    "DecodeWarning",
     "DecodedImage",
     "ExifInfo",
     "Position",

@@ -18,8 +18,12 @@ Decoding is defensive because the input is whatever lands in a folder on a drone
 - EXIF orientation is applied, so tiles are upright as a person would see them;
 - broken EXIF never stops a frame: its pixels may be fine.
 
-Other formats (PNG, TIFF, BMP, WebP) go through Pillow, whose PNG decoder checks CRCs and
-reports truncation.
+Other formats (PNG, TIFF, BMP, WebP, PPM/PGM, ICO) go through Pillow, whose PNG decoder checks
+CRCs and reports truncation; a truncated file is never "loaded" (``LOAD_TRUNCATED_IMAGES`` stays
+off) and what libtiff complains of is heard (:mod:`agent.imaging.strict`). A valid file in a
+variant none of them decodes (12-bit JPEG, LAB TIFF, BMP with a PNG inside) is ``unsupported``
+with the variant named, from its header. Quirks that lose no pixel are decoded and listed in
+:attr:`DecodedImage.warnings`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +40,21 @@ import numpy as np
 from agent.core.config import ModelConfig
 from agent.core.errors import ImageError
 from agent.imaging.exif import ExifInfo, apply_orientation, read_exif
+from agent.imaging.strict import (
+    DecodeWarning,
+    check_bmp_supported,
+    check_jpeg_supported,
+    check_tiff_directory,
+    check_tiff_supported,
+    container_kind,
+    jpeg_frame,
+    judge_libtiff,
+    libtiff_messages,
+    strip_extraneous_bytes,
+)
 
 #: formats decoded; anything else Pillow can identify is "unsupported", the rest "not_image"
-SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp", "webp")
+SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp", "webp", "ppm", "ico")
 
 #: ``model.max_decode_mb``'s default, for callers that do not pass the configured budget
 DEFAULT_MAX_DECODE_BYTES = int(ModelConfig.model_fields["max_decode_mb"].default * 1024**2)
@@ -55,10 +72,12 @@ class DecodedImage:
     width: int  # of the ORIGINAL frame, after orientation
     height: int
     scale: float  # decoded px per original px (1.0, 0.5, 0.25 or 0.125)
-    format: str  # jpeg, png, tiff, bmp, webp
+    format: str  # one of SUPPORTED_FORMATS
     sha256: str  # hex of the file bytes
     bytes: int  # file size
     exif: ExifInfo = field(default_factory=ExifInfo)
+    #: what was odd about a file that still decoded in full (extraneous JPEG bytes, ...)
+    warnings: list[DecodeWarning] = field(default_factory=list)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -76,7 +95,11 @@ def sniff_format(data: bytes) -> str | None:
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     if data[4:8] == b"ftyp":
-        return "heif/avif"
+        return "iso-bmff"  # HEIF/AVIF, or a video or audio file: see container_kind
+    if data[:1] == b"P" and data[1:2] in b"123456" and data[2:3] in b" \t\r\n":
+        return "ppm"  # PBM, PGM and PPM (Netpbm), ASCII or binary
+    if data[:4] == b"\x00\x00\x01\x00" and len(data) >= 6 and data[4:6] != b"\x00\x00":
+        return "ico"
     if data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or data[:4] == b"\xff\x4f\xff\x51":
         return "jpeg2000"
     if data[:2] == b"\xff\x0a" or data[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
@@ -124,18 +147,28 @@ def decode_image(
     if not data:
         raise ImageError("empty", "the file is empty")
     fmt = sniff_format(data)
+    if fmt == "iso-bmff":
+        fmt = container_kind(data)
+        if fmt != "heif/avif":
+            raise ImageError("not_image", f"not an image: {fmt}")
     if fmt is None:
         raise ImageError("not_image", "not an image (no known image signature)")
     if fmt not in SUPPORTED_FORMATS:
-        raise ImageError("unsupported", f"{fmt} images are not supported (use JPEG, PNG, TIFF, BMP or WebP)")
+        raise ImageError("unsupported", f"{fmt} images are not supported (use JPEG, PNG, TIFF, BMP, WebP, PPM/PGM or ICO)")
     exif = read_exif(data, camera_timezone) if fmt in ("jpeg", "tiff", "png", "webp") else ExifInfo()
-    gray = None
+    gray, notes, stream = None, [], data
     if fmt == "jpeg":
-        gray, w, h, scale = _decode_jpeg(data, tile_px, input_px, max_pixels, max_decode_bytes)
+        check_jpeg_supported(jpeg_frame(data))
+        stream, notes = strip_extraneous_bytes(data)
+        gray, w, h, scale = _decode_jpeg(stream, tile_px, input_px, max_pixels, max_decode_bytes)
     if fmt == "png":
         gray, w, h, scale = _decode_png(data, max_pixels, max_decode_bytes)
+    if fmt == "bmp":
+        check_bmp_supported(data)
+    if fmt == "tiff":
+        check_tiff_directory(data)
     if gray is None:
-        gray, w, h, scale = _decode_pillow(data, fmt, tile_px, input_px, max_pixels, max_decode_bytes)
+        gray, w, h, scale = _decode_pillow(stream, fmt, tile_px, input_px, max_pixels, max_decode_bytes, notes)
     gray = apply_orientation(gray, exif.orientation)
     if exif.orientation in (5, 6, 7, 8):
         w, h = h, w
@@ -148,6 +181,7 @@ def decode_image(
         sha256=sha256 or hashlib.sha256(data).hexdigest(),
         bytes=len(data),
         exif=exif,
+        warnings=notes,
     )
 
 
@@ -258,27 +292,42 @@ def _decode_png_gray8(data: bytes):
     return gray, gray.shape[1], gray.shape[0], 1.0
 
 
-def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixels: int, budget: int):
-    from PIL import Image, UnidentifiedImageError
+def _decode_pillow(
+    data: bytes, fmt: str, tile_px: int, input_px: int, max_pixels: int, budget: int,
+    notes: list[DecodeWarning],
+):
+    """Decode with Pillow, strictly: what it or libtiff reports as lost data raises; its other
+    warnings (a damaged EXIF block, an odd tag) are appended to ``notes``."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    # Pillow's one switch for "fill what is missing with grey and say nothing": kept off, even
+    # if something else in the process turned it on, or the model classifies the grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
         # Our limit before Pillow's own bomb check, which is fixed at ~179 MP.
         _check_pixels(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), max_pixels)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as seen, _libtiff_log(fmt) as tiff_log:
+            warnings.simplefilter("always")
             # Our own max_pixels check replaces Pillow's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             _check_pixels(w, h, max_pixels)
-            scale = 1.0
+            if fmt == "tiff":
+                check_tiff_supported(img.tag_v2)
             if fmt == "jpeg":  # CMYK JPEGs land here; draft still reduces in the DCT
                 r = reduction_factor(w, h, tile_px, input_px)
                 if r > 1:
                     img.draft("L", (-(-w // r), -(-h // r)))
             # The lazy open has read the header only: mode and (drafted) size, no pixels yet.
             _check_memory(*img.size, _pillow_bytes_per_px(img.mode), budget, f"{fmt} ({img.mode})")
-            img.load()
+            try:
+                img.load()
+            except OSError:
+                judge_libtiff(tiff_log)  # libtiff's own words beat Pillow's "decoder error -2"
+                raise
+            notes.extend(judge_libtiff(tiff_log))
             gray = _to_gray(img)
     except ImageError:
         raise
@@ -291,9 +340,13 @@ def _decode_pillow(data: bytes, fmt: str, tile_px: int, input_px: int, max_pixel
         if isinstance(exc, EOFError) or "truncated" in msg.lower() or "unexpected end" in msg.lower():
             raise ImageError("truncated", f"truncated {fmt}: {msg or 'unexpected end of file'}") from None
         raise ImageError("corrupt", f"corrupt {fmt}: {msg}") from None
-    if gray.shape[1] != w:
-        scale = gray.shape[1] / w
-    return gray, w, h, scale
+    notes.extend(DecodeWarning(f"{fmt}_warning", str(m.message).strip()) for m in seen)
+    return gray, w, h, gray.shape[1] / w
+
+
+def _libtiff_log(fmt: str):
+    """What libtiff reports during the block (TIFF only: nothing else reaches libtiff)."""
+    return libtiff_messages() if fmt == "tiff" else nullcontext([])
 
 
 def _pillow_bytes_per_px(mode: str) -> int:

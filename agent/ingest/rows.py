@@ -69,6 +69,8 @@ def build_row(
         classified_at=now,
         total_ms=round((time.perf_counter() - job.started) * 1000, 3),
         run_id=run_id,
+        # what was odd about a file that still decoded in full; None when nothing was
+        warnings=([w._asdict() for w in img.warnings] or None) if img is not None else None,
     )
     if res is not None and not job.reject:
         row.update(

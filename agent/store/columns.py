@@ -47,10 +47,14 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "footprint",
     "tile_centers",
     "tile_corners",
+    # decoder and geometry oddities of a frame still classified (migration 5)
+    "warnings",
 )
 
 #: the columns stored as JSON text and decoded to Python values when read
-JSON_COLUMNS: frozenset[str] = frozenset({"tile_grid", "footprint", "tile_centers", "tile_corners"})
+JSON_COLUMNS: frozenset[str] = frozenset(
+    {"tile_grid", "footprint", "tile_centers", "tile_corners", "warnings"}
+)
 
 
 def frame_columns(*names: str) -> tuple[str, ...]:

@@ -169,6 +169,8 @@ class Store:
             conn = db.conn
             for row in rows:
                 r = dict(row)
+                if r.get("warnings") == []:
+                    r["warnings"] = None  # NULL when a frame had nothing odd about it
                 for k in JSON_COLUMNS:
                     if isinstance(r.get(k), (list, dict)):
                         r[k] = json.dumps(r[k], separators=(",", ":"))

@@ -193,8 +193,20 @@ def _m4_ground(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m5_frame_warnings(db: sqlite_utils.Database) -> None:
+    # What was odd about a frame that still decoded in full (a JSON list of {reason, message},
+    # NULL when none): cameras write quirky files, and a frame classified in spite of a quirk
+    # should say so. Checked first so that a file someone patched by hand still upgrades.
+    if "warnings" not in db["frames"].columns_dict:
+        db["frames"].add_column("warnings", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial, _m2_sync_batches, _m3_files, _m4_ground,
+    _m1_initial,
+    _m2_sync_batches,
+    _m3_files,
+    _m4_ground,
+    _m5_frame_warnings,
 ]
 
 
