@@ -33,8 +33,10 @@ def input_spec(ov_model: Any) -> dict[str, Any]:
     dims = _dims(ov_model.inputs[0].get_partial_shape())
     if len(dims) != 4:
         raise ModelError(f"the model input shape {dims or '(dynamic rank)'} is not one batch of images")
-    # Channels last (Keras) unless the last axis cannot be channels and axis 1 can (PyTorch).
-    layout = "NCHW" if dims[3] not in CHANNELS and dims[1] in CHANNELS else "NHWC"
+    # Channels last (Keras) when axes 1 and 2 look like a square image or the last axis like
+    # channels; otherwise channels first (PyTorch-exported ONNX).
+    nhwc = (dims[1] is not None and dims[1] == dims[2]) or dims[3] in CHANNELS
+    layout = "NHWC" if nhwc else "NCHW"
     c, h, w = (dims[1], dims[2], dims[3]) if layout == "NCHW" else (dims[3], dims[1], dims[2])
     if h is None or w is None:
         raise ModelError(
