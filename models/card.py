@@ -10,14 +10,20 @@ Card fields used by the engines::
       "name": "skysift-damage-cnn", "version": "1",
       "input": {"height": 128, "width": 128, "channels": 1, "layout": "NHWC",
                 "dtype": "float32", "scale": 0.00392156862745098},   # u8 * scale
-      "output": {"meaning": "p_undamaged"},     # 2020 convention: sigmoid >= 0.5 is undamaged
+      "output": {"kind": "sigmoid", "meaning": "p_undamaged"},  # 2020: sigmoid >= 0.5 is undamaged
       "labels": {"0": "damaged", "1": "undamaged"}, "threshold": 0.5,
+      "engines": ["openvino", "tensorflow"],    # which engines can run it (default: from files)
       "files": {"keras": "model.keras", "openvino": "model.xml", "openvino_int8": "model-int8.xml"},
       "sha256": {"model.keras": "...", "model.xml": "...", "model.bin": "...", ...},
       "metrics": {...}, "training": {...}, "versions": {...}
     }
 
 ``files`` maps a *kind* to the file an engine opens; an IR's ``.bin`` is hashed too.
+
+A softmax model says ``"output": {"kind": "softmax", "classes": 4}`` with one label per class
+and ``"damaged_classes": [0, 2]``: p(damaged) is the sum of those classes' probabilities.
+``input.channels`` is 1 or 3 (gray tiles are replicated for RGB models) and ``input.layout``
+``NHWC`` or ``NCHW`` (ONNX models exported from PyTorch).
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agent.core.errors import ModelError, ModelIntegrityError
 
 CARD_NAME = "model_card.json"
+#: the engine that can open each kind of file of ``files``
+_ENGINE_OF_FILE = {"openvino": "openvino", "openvino_int8": "openvino", "keras": "tensorflow"}
 #: the model skysift ships, trained by `skysift model train` on ../shared/data/aerial-damage
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "damage-cnn"
 
@@ -65,8 +75,53 @@ class ModelCard:
         return float(self.data.get("threshold", 0.5))
 
     @property
+    def layout(self) -> str:
+        """``NHWC`` (Keras, the default) or ``NCHW`` (PyTorch-exported ONNX)."""
+        return str(self.data["input"].get("layout", "NHWC"))
+
+    @property
+    def output_kind(self) -> str:
+        """``sigmoid`` (one probability per tile) or ``softmax`` (one per class)."""
+        return str(self.data.get("output", {}).get("kind", "sigmoid"))
+
+    @property
+    def classes(self) -> int:
+        """Width of the model output: 1 for a sigmoid, the class count for a softmax."""
+        return int(self.data.get("output", {}).get("classes", 1)) if self.output_kind == "softmax" else 1
+
+    @property
+    def damaged_classes(self) -> list[int]:
+        return [int(i) for i in self.data.get("damaged_classes", [])]
+
+    @property
     def output_is_p_undamaged(self) -> bool:
+        if self.output_kind == "softmax":
+            return False  # p_damaged() already sums the damaged classes
         return self.data.get("output", {}).get("meaning", "p_undamaged") == "p_undamaged"
+
+    @property
+    def engines(self) -> list[str]:
+        """The engines that can run this model. Cards older than the field say it through
+        their files: an IR for OpenVINO, a ``.keras`` file for TensorFlow."""
+        if "engines" in self.data:
+            return [str(e) for e in self.data["engines"]]
+        found = (_ENGINE_OF_FILE.get(kind) for kind in self.data.get("files", {}))
+        return list(dict.fromkeys(e for e in found if e))
+
+    def supports(self, engine: str) -> bool:
+        return engine in self.engines
+
+    def p_damaged(self, out: np.ndarray, n: int) -> np.ndarray:
+        """p(damaged), float32 (n,), from the model's raw output for ``n`` tiles: a sigmoid
+        read as ``output.meaning`` says, or the sum of the damaged classes of a softmax.
+
+        Rows stay rows: a (n, C) softmax is summed per tile, never flattened across tiles.
+        """
+        if self.output_kind == "softmax":
+            probs = np.asarray(out, dtype=np.float32).reshape(n, self.classes)
+            return probs[:, self.damaged_classes].sum(axis=1, dtype=np.float32)
+        p = np.asarray(out, dtype=np.float32).reshape(n)
+        return (1.0 - p) if self.output_is_p_undamaged else p
 
     @property
     def sha256(self) -> str:

@@ -1,10 +1,13 @@
-"""Turn a Keras model into OpenVINO IR plus a model card: `skysift model convert`.
+"""Turn a user's model into OpenVINO IR plus a model card: `skysift model convert`.
 
 Accepts what users actually have: a Keras 3 ``.keras`` file, a legacy TF 1.x / Keras 2 ``.h5``
 (which Keras 3 often cannot deserialize: we then rebuild the network from the HDF5's own
-``model_config`` and copy the weights layer by layer with h5py), or a TensorFlow SavedModel
-directory (which OpenVINO reads directly). TensorFlow and OpenVINO are imported inside the
-functions: this module is only used when converting or training.
+``model_config`` and copy the weights layer by layer with h5py), a TensorFlow SavedModel
+directory or an ONNX file (both of which OpenVINO reads directly). A model the engines cannot
+run is refused here with the reason (:mod:`models.io_spec`), and a conversion that fails leaves
+nothing behind: everything is written into a hidden folder beside ``out_dir`` and moved into
+place at the end. TensorFlow and OpenVINO are imported inside the functions: this module is
+only used when converting or training.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from agent.core.errors import ModelError
-from models.card import write_card
+from models.card import CARD_NAME, write_card
+from models.io_spec import input_spec, output_spec
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,8 @@ IR_NAME = "model.xml"
 INT8_NAME = "model-int8.xml"
 KERAS_NAME = "model.keras"
 OUTPUT_TENSOR = "p_undamaged"
+#: the output tensor's name in a converted softmax model
+SOFTMAX_TENSOR = "class_probabilities"
 
 
 def _quiet_tf() -> None:
@@ -39,6 +49,17 @@ def export_ir(model: Any, out_dir: Path, name: str = IR_NAME) -> Path:
 
     The output tensor is renamed ``p_undamaged`` so the graph says what it computes.
     """
+    ov_model = to_ov_model(model)
+    if len(ov_model.inputs) != 1 or len(ov_model.outputs) != 1:
+        raise ModelError(
+            f"the model has {len(ov_model.inputs)} inputs and {len(ov_model.outputs)} outputs; "
+            "skysift needs exactly one tile input and one sigmoid output"
+        )
+    return save_ir(ov_model, out_dir, name, OUTPUT_TENSOR)
+
+
+def to_ov_model(model: Any) -> Any:
+    """An ``ov.Model`` from a Keras model, or from a SavedModel directory or ONNX file path."""
     import warnings
 
     import openvino as ov
@@ -47,21 +68,25 @@ def export_ir(model: Any, out_dir: Path, name: str = IR_NAME) -> Path:
         # Keras 3 warns that the converter passes the input as a tuple; the trace is correct.
         warnings.filterwarnings("ignore", message="The structure of `inputs`")
         if isinstance(model, Path):
-            ov_model = ov.convert_model(str(model))
-        else:
-            # A reloaded Sequential model has no traced signature: give the input shape
-            # explicitly (batch left dynamic) or the converter sees a tensor of unknown rank.
-            shape = [-1 if d is None else int(d) for d in model.inputs[0].shape]
-            ov_model = ov.convert_model(model, input=[ov.PartialShape(shape)])
-    if len(ov_model.inputs) != 1 or len(ov_model.outputs) != 1:
-        raise ModelError(
-            f"the model has {len(ov_model.inputs)} inputs and {len(ov_model.outputs)} outputs; "
-            "skysift needs exactly one tile input and one sigmoid output"
-        )
-    ov_model.outputs[0].get_tensor().set_names({OUTPUT_TENSOR})
+            return ov.convert_model(str(model))
+        # A reloaded Sequential model has no traced signature: give the input shape
+        # explicitly (batch left dynamic) or the converter sees a tensor of unknown rank.
+        shape = [-1 if d is None else int(d) for d in model.inputs[0].shape]
+        return ov.convert_model(model, input=[ov.PartialShape(shape)])
+
+
+def save_ir(ov_model: Any, out_dir: Path, name: str, output_name: str, fp16: bool = True) -> Path:
+    """Save ``ov_model`` as ``out_dir/name`` (+ .bin), its output tensor named ``output_name``.
+
+    ``fp16`` compresses the weights (half the size; a sigmoid moves by ~1e-3); ``False`` keeps
+    them f32, so the IR computes what the source model computes to float rounding.
+    """
+    import openvino as ov
+
+    ov_model.outputs[0].get_tensor().set_names({output_name})
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    ov.save_model(ov_model, str(path), compress_to_fp16=True)
+    ov.save_model(ov_model, str(path), compress_to_fp16=fp16)
     return path
 
 
@@ -174,17 +199,6 @@ def rebuild_legacy_h5(src: Path):
     return model
 
 
-def _input_spec(shape: Any) -> dict[str, Any]:
-    dims = [d for d in list(shape)[1:]]
-    if len(dims) != 3 or any(d is None or int(d) <= 0 for d in dims):
-        raise ModelError(f"the model input shape {list(shape)} is not (batch, height, width, channels)")
-    h, w, c = (int(d) for d in dims)
-    if h != w:
-        raise ModelError(f"the model input is {h}x{w}; skysift tiles are square")
-    return {"height": h, "width": w, "channels": c, "layout": "NHWC", "dtype": "float32",
-            "scale": 1 / 255}
-
-
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced a model, for the card."""
     import importlib.metadata as md
@@ -201,54 +215,103 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _export_ir(model: Any, out_dir: Path, failure: str) -> Path:
-    """export_ir with any converter failure as a ModelError that says what was being converted."""
+
+def _source_format(src: Path) -> str:
+    if src.is_dir():
+        if not (src / "saved_model.pb").exists():
+            raise ModelError(f"{src}: a directory must be a TensorFlow SavedModel (no saved_model.pb)")
+        return "saved_model"
+    suffix = src.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    return "keras" if suffix == ".keras" else "h5"
+
+
+def _load(src: Path, fmt: str) -> tuple[Any, Any, str]:
+    """``(ov_model, keras_model or None, loader)`` for ``src`` of format ``fmt``."""
+    if fmt in ("saved_model", "onnx"):
+        what = "SavedModel" if fmt == "saved_model" else "ONNX model"
+        try:
+            return to_ov_model(src), None, "openvino"
+        except Exception as exc:  # the converter raises its own types for unreadable graphs
+            raise ModelError(f"{src}: OpenVINO could not convert this {what}: {exc}") from exc
+    model, loader = load_keras_model(src)
     try:
-        return export_ir(model, out_dir)
-    except ModelError:
-        raise
+        return to_ov_model(model), model, loader
     except Exception as exc:
-        raise ModelError(f"{failure}: {exc}") from exc
+        raise ModelError(f"{src}: OpenVINO could not convert this model: {exc}") from exc
 
 
-def convert(src: Path, out_dir: Path, *, output_meaning: str = "p_undamaged",
-            keep_keras: bool = True) -> Path:
-    """Convert ``src`` (.keras, .h5 or SavedModel dir) to IR + card in ``out_dir``; return the card path."""
+@contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder beside ``out_dir`` to write into; its files replace ``out_dir``'s at the
+    end, the card last, so a conversion that fails or is killed leaves no half model behind
+    (and an older model in ``out_dir`` fails its card's hashes rather than running mixed)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.converting-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            return
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n != CARD_NAME] + [CARD_NAME]:
+            os.replace(tmp / name, out_dir / name)
+        tmp.rmdir()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def convert(
+    src: Path,
+    out_dir: Path,
+    *,
+    output_meaning: str = "p_undamaged",
+    keep_keras: bool = True,
+    output_kind: str | None = None,
+    damaged_classes: list[int] | None = None,
+    labels: list[str] | None = None,
+    fp16: bool = True,
+) -> Path:
+    """Convert ``src`` (.keras, .h5, .onnx or SavedModel dir) to IR + card in ``out_dir``.
+
+    ``output_kind`` (``sigmoid``/``softmax``, default: from the output width), ``damaged_classes``
+    and ``labels`` describe the output (see :func:`models.io_spec.output_spec`). Returns the
+    card's path. Raises :class:`ModelError` naming the reason when the engines cannot run it.
+    """
     src = Path(src)
     if not src.exists():
         raise ModelError(f"{src}: no such file or directory")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    if src.is_dir():
-        if not (src / "saved_model.pb").exists():
-            raise ModelError(f"{src}: a directory must be a TensorFlow SavedModel (no saved_model.pb)")
-        kind, loader = "saved_model", "openvino"
-        import openvino as ov
-
-        ir = _export_ir(src, out_dir, f"{src}: OpenVINO could not convert this SavedModel")
-        shape = ov.Core().read_model(str(ir)).inputs[0].get_partial_shape()
-        shape = [None if d.is_dynamic else d.get_length() for d in shape]
-    else:
-        kind = "keras" if src.suffix.lower() == ".keras" else "h5"
-        model, loader = load_keras_model(src)
-        shape = list(model.inputs[0].shape)
-        ir = _export_ir(model, out_dir, f"{src}: OpenVINO could not convert this model")
-        if keep_keras:
+    fmt = _source_format(src)
+    ov_model, keras_model, loader = _load(src, fmt)
+    try:
+        spec = {"input": input_spec(ov_model),
+                **output_spec(ov_model, output_kind, output_meaning, damaged_classes, labels)}
+    except ModelError as exc:
+        raise ModelError(f"{src}: {exc}") from None
+    tensor = SOFTMAX_TENSOR if spec["output"]["kind"] == "softmax" else OUTPUT_TENSOR
+    with _staging(out_dir) as tmp:
+        files = {"openvino": save_ir(ov_model, tmp, IR_NAME, tensor, fp16).name}
+        engines = ["openvino"]
+        if keras_model is not None and keep_keras:
             # The TensorFlow engine needs a Keras 3 file; re-saving also upgrades a legacy .h5.
-            model.save(out_dir / KERAS_NAME)
+            keras_model.save(tmp / KERAS_NAME)
             files["keras"] = KERAS_NAME
-    files["openvino"] = ir.name
-    card = {
-        "name": src.stem,
-        "version": "1",
-        "input": _input_spec(shape),
-        "output": {"meaning": output_meaning},
-        "labels": {"0": "damaged", "1": "undamaged"},
-        "threshold": 0.5,
-        "files": files,
-        "converted_from": {"path": src.name, "format": kind, "loader": loader},
-        "versions": versions(),
-        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return write_card(out_dir, card)
+            engines.append("tensorflow")
+        card = {
+            "name": src.stem,
+            "version": "1",
+            **spec,
+            "threshold": 0.5,
+            "engines": engines,
+            "files": files,
+            "converted_from": {"path": src.name, "format": fmt, "loader": loader,
+                               "weights": "fp16" if fp16 else "fp32"},
+            "versions": versions(),
+            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        write_card(tmp, card)
+    return out_dir / CARD_NAME

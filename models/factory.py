@@ -6,6 +6,10 @@ line saying why; one that fails to compile falls to the next; at run time a fail
 moves on down the same list (see :class:`models.frame.FrameClassifier`). ``engine: openvino``
 never falls back to TensorFlow, ``engine: tensorflow`` never touches OpenVINO.
 
+Only the engines the card lists in ``engines`` are candidates: ``auto`` on an ONNX model (which
+TensorFlow cannot run) has no TensorFlow fallback, and naming an engine the model does not
+support is a :class:`ModelError` at start, not a fallback.
+
 The engine modules are imported here, lazily: ``tensorflow`` is imported only if the
 TensorFlow candidate is actually built.
 """
@@ -16,7 +20,7 @@ import logging
 from pathlib import Path
 
 from agent.core.config import ModelConfig
-from agent.core.errors import EngineUnavailable
+from agent.core.errors import EngineUnavailable, ModelError
 from models.card import ModelCard, load_card
 from models.frame import EngineCandidate, FrameClassifier
 
@@ -80,9 +84,18 @@ def create_frame_classifier(
     or do not match their card: a damaged model is a problem to fix, not to route around.
     """
     card = load_card(model_cfg.path)
+    wanted = ["openvino", "tensorflow"] if model_cfg.engine == "auto" else [model_cfg.engine]
+    usable = [e for e in wanted if card.supports(e)]
+    if not usable:
+        source = card.data.get("converted_from", {}).get("format")
+        raise ModelError(
+            f"model.engine is {model_cfg.engine} but the model in {card.dir} runs only on "
+            f"{' or '.join(card.engines) or 'no engine'} (its card's engines"
+            + (f"; converted from {source}" if source else "") + ")"
+        )
     candidates: list[EngineCandidate] = []
     not_used: list[str] = []
-    if model_cfg.engine in ("auto", "openvino"):
+    if "openvino" in usable:
         candidates, skipped = openvino_candidates(
             card, model_cfg.devices, model_cfg.precision, cache_dir, model_cfg.performance_hint.upper()
         )
@@ -91,12 +104,13 @@ def create_frame_classifier(
             # Only a fallback when OpenVINO as a whole is out; skipping an absent GPU
             # before a working CPU is the normal case, not an event.
             not_used = skipped
-    if model_cfg.engine in ("auto", "tensorflow"):
+    if "tensorflow" in usable:
         candidates.append(tensorflow_candidate(card, model_cfg.precision))
     if not candidates:
+        unsupported = [e for e in wanted if e not in usable]
         raise EngineUnavailable(
             f"model.engine is {model_cfg.engine} but no device of model.devices {model_cfg.devices} "
-            "can be used here"
+            "can be used here" + (f" ({' and '.join(unsupported)} cannot run this model)" if unsupported else "")
         )
     return FrameClassifier(
         card,

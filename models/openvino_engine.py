@@ -1,9 +1,10 @@
 """The OpenVINO engine: the IR compiled once for one device, u8 tiles in, p(damaged) out.
 
-Scaling to [0, 1] and the u8->f32 conversion are part of the compiled graph
-(``PrePostProcessor``), so the host only hands over the uint8 tiles it already has. The batch
-dimension is dynamic: one compiled model serves a single 128x128 image and a 12 MP frame cut
-into hundreds of tiles.
+Scaling to [0, 1], the u8->f32 conversion, replicating the gray tile to 3 channels for an RGB
+model, resizing a tile of another size to the model's input and the NHWC->NCHW transpose of a
+PyTorch-exported model are all part of the compiled graph (``PrePostProcessor``), so the host
+only hands over the uint8 gray tiles it already has. The batch dimension is dynamic: one
+compiled model serves a single 128x128 image and a 12 MP frame cut into hundreds of tiles.
 
 Importing this module imports ``openvino`` (never ``tensorflow``); the factory imports it only
 when the OpenVINO engine is wanted, and treats an ImportError as "engine unavailable".
@@ -21,9 +22,10 @@ from queue import Empty, SimpleQueue
 
 import numpy as np
 import openvino as ov
+import openvino.opset13 as ops
 import openvino.properties as props
 import openvino.properties.hint as hints
-from openvino.preprocess import PrePostProcessor
+from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
 
 from agent.core.errors import EngineUnavailable, InferenceError, ModelError
 from models.base import Classifier
@@ -131,23 +133,35 @@ class OpenVinoClassifier(Classifier):
                 f"{xml}: expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
             )
         shape = model.input(0).get_partial_shape()
-        px, ch = self.card.input_px, self.card.channels
-        if shape.rank.get_length() != 4 or [str(d) for d in list(shape)[1:]] != [str(px), str(px), str(ch)]:
-            raise ModelError(f"{xml}: input shape {shape} is not [N,{px},{px},{ch}] (NHWC) as the card says")
+        expected = _model_dims(self.card)
+        if shape.rank.get_length() != 4 or [str(d) for d in list(shape)[1:]] != [str(d) for d in expected]:
+            raise ModelError(
+                f"{xml}: input shape {shape} is not [N,{','.join(map(str, expected))}] "
+                f"({self.card.layout}) as the card says"
+            )
         out = model.output(0).get_partial_shape()
-        if out.rank.is_static and out.rank.get_length() > 0 and str(list(out)[-1]) not in ("1", "?"):
-            raise ModelError(f"{xml}: output shape {out} is not one probability per image")
+        width = str(self.card.classes)
+        if out.rank.is_static and out.rank.get_length() > 0 and str(list(out)[-1]) not in (width, "?"):
+            what = "one probability per image" if width == "1" else f"{width} class probabilities per image"
+            raise ModelError(f"{xml}: output shape {out} is not {what} as the card says")
 
     def _with_preprocessing(self, model: ov.Model) -> ov.Model:
         px, ch = self.card.input_px, self.card.channels
         # A dynamic batch: one compiled model for 1 tile or a whole frame of tiles.
-        model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, px, px, ch])})
+        model.reshape({model.input(0).get_any_name(): ov.PartialShape([-1, *_model_dims(self.card)])})
         ppp = PrePostProcessor(model)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-        ppp.input().model().set_layout(ov.Layout("NHWC"))
+        # Gray u8 tiles of any square size: the steps below make them what the model takes.
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_shape(
+            ov.PartialShape([-1, -1, -1, 1])
+        )
+        ppp.input().model().set_layout(ov.Layout(self.card.layout))
         steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
         if abs(self.card.scale - 1.0) > 1e-12:
             steps.scale(1.0 / self.card.scale)  # u8 * scale, e.g. /255, inside the graph
+        if ch == 3:
+            steps.custom(lambda node: ops.concat([node, node, node], 3).output(0))
+        # Identity for tiles already of the input size; the TensorFlow engine resizes the same way.
+        steps.resize(ResizeAlgorithm.RESIZE_LINEAR, px, px)
         ppp.output().tensor().set_element_type(ov.Type.f32)
         return ppp.build()
 
@@ -178,17 +192,13 @@ class OpenVinoClassifier(Classifier):
                 pass
         return "auto"
 
-    def _to_p_damaged(self, out: np.ndarray) -> np.ndarray:
-        p = np.asarray(out, dtype=np.float32).reshape(-1)
-        return (1.0 - p) if self.card.output_is_p_undamaged else p
-
     def predict(self, tiles: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(tiles, dtype=np.uint8).reshape(len(tiles), self.input_px, self.input_px, 1)
+        x = _gray_nhwc(tiles)
         try:
             out = self._request.infer({0: x})
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO inference failed on {self.device}: {_first_line(exc)}") from exc
-        return self._to_p_damaged(out[self.compiled.output(0)])
+        return self.card.p_damaged(out[self.compiled.output(0)], len(x))
 
     def predict_async(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """Run the batches on an ``AsyncInferQueue`` so the device's streams overlap them."""
@@ -212,7 +222,7 @@ class OpenVinoClassifier(Classifier):
         job = _Job(len(batches))
         try:
             for i, b in enumerate(batches):
-                x = np.ascontiguousarray(b, dtype=np.uint8).reshape(len(b), self.input_px, self.input_px, 1)
+                x = _gray_nhwc(b)
                 self._queue.start_async({0: x}, (job, i))
         except RuntimeError as exc:
             raise InferenceError(f"OpenVINO async inference failed on {self.device}: {_first_line(exc)}") from exc
@@ -221,7 +231,8 @@ class OpenVinoClassifier(Classifier):
     def _done(self, request: ov.InferRequest, userdata: tuple[_Job, int]) -> None:
         # Runs on OpenVINO's thread: copy out, the request's buffer is reused.
         job, index = userdata
-        job.results[index] = self._to_p_damaged(request.get_output_tensor(0).data.copy())
+        out = request.get_output_tensor(0).data
+        job.results[index] = self.card.p_damaged(out.copy(), out.shape[0])
         with job.lock:
             job.left -= 1
             if job.left == 0:
@@ -271,6 +282,18 @@ class OpenVinoClassifier(Classifier):
         self._request = None  # type: ignore[assignment]
         self.compiled = None  # type: ignore[assignment]
         _open.discard(self)
+
+
+def _model_dims(card: ModelCard) -> list[int]:
+    """The model input's dimensions after the batch, in the card's layout."""
+    px, ch = card.input_px, card.channels
+    return [ch, px, px] if card.layout == "NCHW" else [px, px, ch]
+
+
+def _gray_nhwc(tiles: np.ndarray) -> np.ndarray:
+    """(N, S, S) uint8 gray tiles as the graph's (N, S, S, 1) input tensor."""
+    n, h, w = tiles.shape[:3]
+    return np.ascontiguousarray(tiles, dtype=np.uint8).reshape(n, h, w, 1)
 
 
 #: how long a call's results may take before its waiter asks the queue for errors

@@ -165,3 +165,33 @@ def test_convert_errors_name_the_problem(tmp_path):
         convert(bad, tmp_path / "o3")
     # through the CLI: exit 1 and a message, no traceback
     assert main(["model", "convert", str(bad), "--out", str(tmp_path / "o4")]) == 1
+
+
+def test_convert_onnx_softmax_via_cli_and_info(tmp_path, capsys):
+    """An ONNX file used to be handed to Keras and refused with a Keras error."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Concat", ["f", "f", "f"], ["c"], axis=1),
+             helper.make_node("Softmax", ["c"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    src = tmp_path / "mine.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(src))
+    out = tmp_path / "out"
+    assert main(["model", "convert", str(src), "--out", str(out), "--damaged-classes", "0,2",
+                 "--labels", "collapsed,intact,flooded", "--fp32"]) == 0
+    data = load_card(out).data
+    assert data["converted_from"]["format"] == "onnx" and data["engines"] == ["openvino"]
+    assert data["output"] == {"kind": "softmax", "classes": 3} and data["damaged_classes"] == [0, 2]
+    capsys.readouterr()
+    assert main(["model", "info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "3-class softmax, p_damaged = p(collapsed, flooded)" in shown and "engines openvino" in shown
+
+
+def test_cards_without_engines_field_support_what_their_files_allow():
+    card = load_card()  # the shipped model: IR + .keras, written before the field existed
+    assert "engines" not in card.data
+    assert sorted(card.engines) == ["openvino", "tensorflow"] and card.output_kind == "sigmoid"

@@ -34,20 +34,37 @@ def register(subparsers) -> None:
 
     c = sub.add_parser(
         "convert",
-        help="convert a .keras / legacy .h5 / SavedModel to OpenVINO IR + card",
+        help="convert a .keras / legacy .h5 / SavedModel / .onnx to OpenVINO IR + card",
         description="Turn your own model into a skysift model directory (set model.path to it). "
-        "The model must take NHWC tiles scaled to [0,1] and output one sigmoid.",
+        "The model must take one square 1- or 3-channel image scaled to [0,1] (NHWC, or NCHW "
+        "for ONNX) and output one sigmoid [N,1] or an N-class softmax [N,C]. A model the "
+        "engines cannot run is refused with the reason, and nothing is written.",
     )
-    c.add_argument("src", type=Path, help=".keras or .h5 file, or SavedModel directory")
+    c.add_argument("src", type=Path, help=".keras, .h5 or .onnx file, or SavedModel directory")
     c.add_argument("--out", required=True, type=Path, help="model directory to write")
     c.add_argument("--output-meaning", choices=["p_undamaged", "p_damaged"], default="p_undamaged",
                    help="what the sigmoid means (2020 convention: p_undamaged)")
+    c.add_argument("--output-kind", choices=["sigmoid", "softmax"], default=None,
+                   help="default: sigmoid for an [N,1] output, softmax for [N,C]")
+    c.add_argument("--damaged-classes", type=_int_list, default=None, metavar="I,J",
+                   help="softmax classes that count as damaged (p_damaged is their sum), e.g. 0 or 1,3")
+    c.add_argument("--labels", type=lambda v: v.split(","), default=None, metavar="A,B",
+                   help="class names in output order (default: damaged,undamaged for a sigmoid)")
+    c.add_argument("--fp32", action="store_true",
+                   help="keep f32 weights (default: FP16-compressed, half the size)")
     c.set_defaults(func=_convert)
 
     i = sub.add_parser("info", help="show a model card and verify every file's sha256")
     i.add_argument("dir", nargs="?", type=Path, default=None, help="model directory (default: shipped)")
     i.add_argument("--json", action="store_true", help="print the card as JSON")
     i.set_defaults(func=_info)
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of class indices") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -69,7 +86,8 @@ def _train(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from models.convert import convert
 
-    path = convert(args.src, args.out, output_meaning=args.output_meaning)
+    path = convert(args.src, args.out, output_meaning=args.output_meaning, output_kind=args.output_kind,
+                   damaged_classes=args.damaged_classes, labels=args.labels, fp16=not args.fp32)
     print(f"wrote {path}")
     return 0
 
@@ -87,7 +105,12 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{d.get('name', '?')} in {card.dir}")
     print(f"  input   {inp['height']}x{inp['width']}x{inp.get('channels', 1)} {inp.get('layout', 'NHWC')} "
           f"{inp.get('dtype', 'float32')} (u8 * {inp.get('scale', 1 / 255):.6g})")
-    print(f"  output  {d.get('output', {}).get('meaning', 'p_undamaged')}, threshold {card.threshold}")
+    if card.output_kind == "softmax":
+        damaged = ", ".join(d.get("labels", {}).get(str(i), str(i)) for i in card.damaged_classes)
+        print(f"  output  {card.classes}-class softmax, p_damaged = p({damaged}), threshold {card.threshold}")
+    else:
+        print(f"  output  {d.get('output', {}).get('meaning', 'p_undamaged')}, threshold {card.threshold}")
+    print(f"  engines {', '.join(card.engines)}")
     print(f"  files   {', '.join(f'{k}={v}' for k, v in d['files'].items())}")
     held = d.get("metrics", {}).get("held_out")
     if held:
