@@ -12,12 +12,14 @@ from agent.imaging.decode import (
 from agent.imaging.geotag import (
     Position,
     PositionSource,
+    Track,
     TrackFile,
     geotag,
     iso_utc,
     parse_time,
     shift,
 )
+from agent.imaging.srt import SrtError, SrtTracks, parse_srt, read_srt
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -25,12 +27,17 @@ __all__ = [
     "ExifInfo",
     "Position",
     "PositionSource",
+    "SrtError",
+    "SrtTracks",
+    "Track",
     "TrackFile",
     "decode_image",
     "geotag",
     "iso_utc",
+    "parse_srt",
     "parse_time",
     "read_exif",
     "read_image_file",
+    "read_srt",
     "shift",
 ]

@@ -77,6 +77,7 @@ def parse_srt(text: str, tz: tzinfo = timezone.utc, clock_offset_s: float = 0.0)
     points: list[Position] = []
     skipped = 0
     last_t = float("-inf")
+    tail: tuple[datetime, str] | None = None  # the last block thinned out: it ends the track
     for block in re.split(r"\r?\n[ \t]*\r?\n", text):
         if not block.strip():
             continue
@@ -87,16 +88,23 @@ def parse_srt(text: str, tz: tzinfo = timezone.utc, clock_offset_s: float = 0.0)
         if when is None:
             skipped += _position(block) is not None
             continue
-        t = when.timestamp()
-        if abs(t - last_t) < MIN_STEP_S:
-            continue  # thinned out before the position is even read: most blocks end here
-        where = _position(block)
-        if where is None:
+        if abs(when.timestamp() - last_t) < MIN_STEP_S:
+            tail = (when, block)  # thinned out before the position is even read: most blocks
             continue
-        last_t = t
-        lat, lon, alt, rel_alt = where
-        points.append(Position(lat, lon, alt, when, rel_alt=rel_alt))
+        if _append(points, when, block):
+            last_t, tail = when.timestamp(), None
+    if tail is not None:
+        _append(points, *tail)
     return points, skipped
+
+
+def _append(points: list[Position], when: datetime, block: str) -> bool:
+    where = _position(block)
+    if where is None:
+        return False
+    lat, lon, alt, rel_alt = where
+    points.append(Position(lat, lon, alt, when, rel_alt=rel_alt))
+    return True
 
 
 def _position(block: str) -> tuple[float, float, float | None, float | None] | None:
