@@ -77,7 +77,7 @@ def parse_srt(text: str, tz: tzinfo = timezone.utc, clock_offset_s: float = 0.0)
     points: list[Position] = []
     skipped = 0
     last_t = float("-inf")
-    tail: tuple[datetime, str] | None = None  # the last block thinned out: it ends the track
+    tail: tuple[datetime, str] | None = None  # the last block thinned out
     for block in re.split(r"\r?\n[ \t]*\r?\n", text):
         if not block.strip():
             continue
@@ -89,7 +89,9 @@ def parse_srt(text: str, tz: tzinfo = timezone.utc, clock_offset_s: float = 0.0)
             skipped += _position(block) is not None
             continue
         if abs(when.timestamp() - last_t) < MIN_STEP_S:
-            tail = (when, block)  # thinned out before the position is even read: most blocks
+            # Thinned out before its position is even read (most blocks end here), but the
+            # last one is kept to end the track.
+            tail = (when, block)
             continue
         if _append(points, when, block):
             last_t, tail = when.timestamp(), None
@@ -202,10 +204,6 @@ class SrtTracks:
             iso_utc(track.start), iso_utc(track.end),
         )
         return True
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._tracks)
 
     def position_at(self, when: datetime) -> Position | None:
         with self._lock:
