@@ -12,6 +12,13 @@ A file is handed over only when complete: renamed into place (rename is atomic, 
 uses a temporary name is done when the final name appears), or unchanged in size and mtime for
 ``source.settle_seconds``. Hidden names (``.x``) and temporary names (``*.tmp``, ``*.part``,
 ``*.crdownload``, ``~x``, ``*.swp``), including anything under a hidden folder, are ignored.
+Files whose extension is in ``source.ignore_extensions`` (any case: an SD card's ``.SRT`` flight
+logs, ``.xmp`` sidecars, ``.LRF`` previews, videos) are never frames: each is skipped with a
+DEBUG line, and one INFO line per scan counts them. A complete ``.SRT`` file is handed instead to
+``on_track_file`` (path, flight id) when set: the agent reads DJI flight logs as tracks
+(:class:`agent.imaging.srt.SrtTracks`). Every file of a scan, logs included, is taken before its
+frames are handed over, so a folder's logs are known before its frames are geotagged.
+
 A symlink that resolves outside the root is refused: it is logged and handed over as a frame
 marked ``reject='symlink_outside_root'``, so the refusal is visible in the database, and its
 target is never read.
@@ -27,14 +34,18 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from agent.core.config import DEFAULT_IGNORE_EXTENSIONS
 from drivers.base import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", ".filepart")
+#: flight logs handed to ``on_track_file`` rather than ignored
+TRACK_SUFFIXES = (".srt",)
 
 
 def is_ignored_name(name: str) -> bool:
@@ -61,12 +72,18 @@ class FolderSource(FrameSource):
         rescan_seconds: float = 30.0,
         use_watcher: bool = True,
         once_wait_s: float | None = None,
+        ignore_extensions: Iterable[str] = DEFAULT_IGNORE_EXTENSIONS,
+        on_track_file: Callable[[str, str], object] | None = None,
     ):
         super().__init__()
         self.root = Path(root).absolute()
         self.settle_seconds = float(settle_seconds)
         self.rescan_seconds = float(rescan_seconds)
         self.use_watcher = use_watcher
+        self.ignore_extensions = frozenset(e.lower() for e in ignore_extensions)
+        #: called with (path, flight id) for each complete .SRT file; None: .SRT files are
+        #: ignored like the other extensions (or frames, if not listed)
+        self.on_track_file = on_track_file
         # --once waits out files still being written, but not forever.
         self.once_wait_s = once_wait_s if once_wait_s is not None else max(30.0, 10 * self.settle_seconds)
         self.root_flight = flight_id_for(self.root.name)
@@ -85,6 +102,9 @@ class FolderSource(FrameSource):
         self._flights: set[str] = set()
         self.on_tick: Callable[[], None] | None = None  # the pipeline's liveness heartbeat
         self.discovered = 0  # complete files found so far (the progress bar's total)
+        self._ignored: set[str] = set()  # paths skipped by extension: counted once each
+        self._unreported: Counter[str] = Counter()  # extension -> newly skipped, for the summary
+        self._tracks_taken = 0  # .SRT files handed to on_track_file since the last summary
 
     # --- lifecycle -------------------------------------------------------------------------------
     def open(self) -> None:
@@ -167,6 +187,7 @@ class FolderSource(FrameSource):
                 next_rescan = time.monotonic() + self.rescan_seconds
             ready.extend(self._settled())
             ready.extend(self._retries_due())
+            self._report_skipped()
             self.discovered += len(ready)
             yield from self._drain(ready, stop)
 
@@ -203,7 +224,32 @@ class FolderSource(FrameSource):
                 except OSError:
                     continue
                 out.extend(self._consider(e.path, renamed=False))
+        self._report_skipped()
         return out
+
+    def _report_skipped(self) -> None:
+        """One INFO line for the files skipped by extension (and logs read) since the last one."""
+        if not self._unreported and not self._tracks_taken:
+            return
+        n = sum(self._unreported.values())
+        kinds = ", ".join(f"{ext} {c}" for ext, c in sorted(self._unreported.items()))
+        log.info(
+            "%s: %d files that are not frames skipped (%s); %d flight logs (.SRT) read",
+            self.root, n, kinds or "none", self._tracks_taken,
+        )
+        self._unreported.clear()
+        self._tracks_taken = 0
+
+    def _skip_by_extension(self, path: str, ext: str) -> bool:
+        """Whether ``path`` is never a frame; a first sight is logged (DEBUG) and counted."""
+        if ext not in self.ignore_extensions:
+            return False
+        if path not in self._ignored:
+            self._ignored.add(path)
+            self._unreported[ext] += 1
+            log.debug("%s: not a frame (%s), skipped", path, ext)
+        self._pending.pop(path, None)
+        return True
 
     def _settled(self) -> list[Frame]:
         out: list[Frame] = []
@@ -231,6 +277,10 @@ class FolderSource(FrameSource):
         parts = path[len(root) :].split(os.sep)
         if any(is_ignored_name(part) for part in parts):
             self._pending.pop(path, None)
+            return []
+        ext = os.path.splitext(parts[-1])[1].lower()
+        is_track = ext in TRACK_SUFFIXES and self.on_track_file is not None
+        if not is_track and self._skip_by_extension(path, ext):
             return []
         try:
             lst = os.lstat(path)
@@ -276,6 +326,11 @@ class FolderSource(FrameSource):
             return []
         self._pending.pop(path, None)
         self._seen.add(key3)
+        if is_track:
+            assert self.on_track_file is not None
+            self.on_track_file(path, flight_id)
+            self._tracks_taken += 1
+            return []
         self._flights.add(flight_id)
         return [
             Frame(

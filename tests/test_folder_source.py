@@ -180,3 +180,46 @@ def test_missing_root_is_a_source_error(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError, match="not a directory"):
         FolderSource(tmp_path / "nope").open()
+
+
+def test_sd_card_non_frames_are_skipped_and_counted_once(tmp_path: Path, aerial_tiles, caplog) -> None:
+    """Logs, sidecars, previews and videos (any case) are never frames: no frame, no WARNING,
+    one INFO summary for the scan that found them, none for rescans that find them again."""
+    root = tmp_path / "sdcard"
+    media = root / "mission-1" / "DCIM" / "100MEDIA"
+    media.mkdir(parents=True)
+    shutil.copy(aerial_tiles["damaged"][0], media / "DJI_0001.png")
+    for name in ("DJI_0002.MP4", "DJI_0002.LRF", "DJI_0002.SRT", "DJI_0001.xmp", "notes.TXT", "DJI_0003.DNG"):
+        (media / name).write_bytes(b"not a frame\n")
+    (media / "DJI_0004.bin").write_bytes(b"not listed: still handed over\n")
+    src = FolderSource(root, settle_seconds=0, ignore_extensions=(".srt", ".xmp", ".txt", ".lrf", ".mp4", ".dng"))
+    src.open()
+    with caplog.at_level("DEBUG", logger="drivers.folder"):
+        names = sorted(f.path.name for f in src.frames(threading.Event(), once=True))
+        assert names == ["DJI_0001.png", "DJI_0004.bin"]
+        assert list(src.frames(threading.Event(), once=True)) == []  # a rescan: nothing new
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert infos == [
+        f"{root}: 6 files that are not frames skipped (.dng 1, .lrf 1, .mp4 1, .srt 1, .txt 1, .xmp 1); "
+        "0 flight logs (.SRT) read"
+    ]
+    assert not [r for r in caplog.records if r.levelno >= 30]
+    assert sum("not a frame (.mp4), skipped" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_srt_logs_go_to_the_track_reader_with_their_flight(tmp_path: Path, aerial_tiles) -> None:
+    root = tmp_path / "sdcard"
+    (root / "mission-1").mkdir(parents=True)
+    shutil.copy(aerial_tiles["damaged"][0], root / "mission-1" / "DJI_0001.png")
+    (root / "mission-1" / "DJI_0002.SRT").write_text("1\n00:00:00,000 --> 00:00:00,033\n")
+    (root / "DJI_0003.srt").write_text("1\n00:00:00,000 --> 00:00:00,033\n")
+    seen: list[tuple[str, str]] = []
+    src = FolderSource(root, settle_seconds=0.2, on_track_file=lambda p, fid: seen.append((Path(p).name, fid)))
+    src.open()
+    frames = list(src.frames(threading.Event(), once=True))  # waits the logs out like frames
+    assert [f.path.name for f in frames] == ["DJI_0001.png"]
+    assert sorted(seen) == [("DJI_0002.SRT", "mission-1"), ("DJI_0003.srt", "sdcard")]
+    assert src.flights() == ["mission-1"]  # a log alone makes no flight
+    (root / "DJI_0003.srt").write_text("2\n00:00:01,000 --> 00:00:01,033\n\n")  # rewritten: read again
+    assert list(src.frames(threading.Event(), once=True)) == []
+    assert seen[-1] == ("DJI_0003.srt", "sdcard") and len(seen) == 3

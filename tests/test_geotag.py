@@ -203,3 +203,27 @@ def test_pipeline_uses_ctx_telemetry_after_the_track(tmp_path: Path, aerial_tile
     assert (row["lat"], row["lon"], row["alt"], row["geo_source"]) == (35.0, 139.0, 50.0, "telemetry")
     mtime = datetime.fromtimestamp((inbox / "a.png").stat().st_mtime, tz=timezone.utc)
     assert abs((tele.asked[0] - mtime).total_seconds()) < 0.01  # asked at the capture time
+
+
+def test_srt_logs_are_a_track_after_exif_and_before_telemetry(tmp_path: Path) -> None:
+    from agent.imaging.srt import SrtTracks
+
+    log = tmp_path / "DJI_0001.SRT"
+    log.write_text(
+        "1\n00:00:00,000 --> 00:00:00,033\n<font size=\"28\">FrameCnt: 1, DiffTime: 33ms\n"
+        "2026-03-01 13:00:00.000\n[latitude: 45.000000] [longitude: 9.000000] "
+        "[rel_alt: 10.000 abs_alt: 110.000] </font>\n\n"
+        "2\n00:00:10,000 --> 00:00:10,033\n<font size=\"28\">FrameCnt: 301, DiffTime: 33ms\n"
+        "2026-03-01 13:00:10.000\n[latitude: 45.001000] [longitude: 9.002000] "
+        "[rel_alt: 30.000 abs_alt: 130.000] </font>\n"
+    )
+    # The log's times are the camera's clock, as EXIF's are: in camera_timezone (Rome, UTC+1
+    # in March), shifted by clock_offset_s.
+    logs = SrtTracks(camera_timezone="Europe/Rome", clock_offset_s=2.0)
+    assert logs.add(str(log), "f1")
+    tele = _Telemetry(Position(1.0, 2.0, 3.0, T0))
+    lat, lon, alt, src = geotag(ExifInfo(), "2026-03-01T12:00:07Z", [logs, tele])
+    assert src == "track" and (lat, lon, alt) == (pytest.approx(45.0005), pytest.approx(9.001), pytest.approx(120))
+    assert logs.position_at(parse_time("2026-03-01T12:00:07Z")).rel_alt == pytest.approx(20)
+    assert geotag(ExifInfo(lat=1.5, lon=2.5), "2026-03-01T12:00:07Z", [logs, tele])[3] == "exif"
+    assert geotag(ExifInfo(), "2026-03-01T12:00:30Z", [logs, tele])[3] == "telemetry"

@@ -88,7 +88,8 @@ def test_every_broken_file_is_rejected_with_a_reason(tmp_path: Path, exif_sample
     (bad / "bomb.png").write_bytes(
         b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
     )
-    cfg = make_cfg(tmp_path, inbox, model={"max_file_mb": 2.5})
+    # ignore_extensions []: notes.txt must reach the decoder (.txt is ignored by default)
+    cfg = make_cfg(tmp_path, inbox, model={"max_file_mb": 2.5}, source={"ignore_extensions": []})
     agent = Agent(cfg, classifier=classifier)
     assert agent.run(once=True) == 0
     rows = rows_by_name(cfg)

@@ -28,11 +28,14 @@ from pydantic import (
     model_validator,
 )
 
+from agent.core.config_errors import format_errors, report
+
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
-from agent.core.config_paths import path_problems
+from agent.core.config_paths import path_problems, resolve_relative_paths
 from agent.core.config_paths import resolve_secret_path as resolve_secret_path
 from agent.core.config_values import (
     check_device,
+    check_extension,
     check_host,
     check_listen,
     check_timezone,
@@ -48,6 +51,12 @@ DAY_S = 86_400.0
 CLOCK_OFFSET_MAX_S = 100 * 366 * DAY_S
 #: MQTT's keep-alive is a 16-bit field; paho's thread dies on a larger one
 MQTT_KEEPALIVE_MAX = 65_535
+#: SD-card files that are no frames; DNG too: DJI writes a JPEG twin, and a DNG reads as a TIFF
+DEFAULT_IGNORE_EXTENSIONS = (
+    ".srt", ".xmp", ".txt", ".lrf", ".lrv", ".thm", ".mp4", ".mov", ".avi", ".mkv", ".insv",
+    ".dng", ".raw", ".cr2", ".nef", ".arw", ".gpx", ".kml", ".csv", ".json", ".log", ".dat",
+    ".xml", ".html", ".md", ".pdf", ".wav", ".mp3", ".aac",
+)
 
 
 class _Section(BaseModel):
@@ -73,6 +82,11 @@ class SourceConfig(_Section):
     rescan_seconds: float = Field(
         default=30.0, gt=0, le=DAY_S,
         description="Full rescan interval: file watchers can miss events.",
+    )
+    ignore_extensions: list[Annotated[str, AfterValidator(check_extension)]] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE_EXTENSIONS), max_length=200,
+        description="Files with these extensions (any case) are never frames: skipped, "
+        "counted in one INFO line per scan. DJI .SRT logs are read as tracks (geotag.srt).",
     )
     flight_idle_s: float = Field(
         default=600.0, ge=0, le=DAY_S,
@@ -199,6 +213,11 @@ class GeotagConfig(_Section):
     )
     camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
         default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
+    )
+    srt: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: a DJI .SRT flight log in the watched folder is a track for the "
+        "frames taken while it ran; off: .SRT files are only ignored.",
     )
 
 
@@ -330,38 +349,6 @@ class Config(_Section):
         return self.source.folder if self.source.folder is not None else Path("inbox")
 
 
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def report(origin: str, problems: list[tuple[str, str]]) -> str:
-    """The message of a :class:`ConfigError`: the origin, then one ``dotted.key: problem`` line each."""
-    return "\n".join([f"{origin}: invalid configuration", *(f"  {k}: {m}" for k, m in problems)])
-
-
-def _format_errors(err: ValidationError, origin: str) -> str:
-    problems = []
-    for e in err.errors():
-        # pydantic appends union-member names ("str", "int", "function-after[...]") to the
-        # location; drop them.
-        loc = tuple(
-            p for p in e["loc"] if p not in ("str", "int") and not str(p).startswith("function-")
-        )
-        msg = e["msg"]
-        if e["type"] == "value_error":  # our own checks: their message without "Value error, "
-            msg = str(e.get("ctx", {}).get("error", msg))
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `skysift config example` lists every key)"
-        problems.append((_dotted(loc), msg))
-    return report(origin, problems)
-
-
 def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = None) -> Config:
     """Validate a mapping (already parsed from YAML) into a :class:`Config`.
 
@@ -375,19 +362,10 @@ def parse_config(data: Any, origin: str = "<config>", base_dir: Path | None = No
     try:
         cfg = Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, origin)) from None
+        raise ConfigError(format_errors(err, origin)) from None
     if base_dir is not None:
-        _resolve_paths(cfg, base_dir)
+        resolve_relative_paths(cfg, base_dir)
     return cfg
-
-
-def _resolve_paths(model: BaseModel, base: Path) -> None:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            _resolve_paths(value, base)
-        elif isinstance(value, Path) and not value.is_absolute():
-            setattr(model, name, base / value)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -13,6 +13,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import BaseModel
+
 if TYPE_CHECKING:
     from agent.core.config import Config
 
@@ -22,6 +24,16 @@ MODEL_CARD = "model_card.json"
 CREDENTIALS_SUBDIR = "credentials"
 
 Kind = Literal["file", "dir", "other", "missing", "unknown"]
+
+
+def resolve_relative_paths(model: BaseModel, base: Path) -> None:
+    """Make every relative path in ``model`` (and its sections) relative to ``base``."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            resolve_relative_paths(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, base / value)
 
 
 def _kind(path: Path) -> Kind:

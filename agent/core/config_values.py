@@ -108,6 +108,14 @@ def check_listen(listen: str) -> str:
     return listen
 
 
+def check_extension(ext: str) -> str:
+    """A file extension, normalised to lower case with its dot (``SRT`` -> ``.srt``)."""
+    e = "." + ext.strip().lower().lstrip(".")
+    if not re.fullmatch(r"\.[a-z0-9_-]{1,15}", e):
+        raise ValueError(f"{ext!r} is not a file extension such as .srt")
+    return e
+
+
 def check_timezone(name: str) -> str:
     """An IANA time zone name that this host's time zone database knows."""
     if name == "UTC":

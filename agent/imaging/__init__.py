@@ -12,12 +12,14 @@ from agent.imaging.decode import (
 from agent.imaging.geotag import (
     Position,
     PositionSource,
+    Track,
     TrackFile,
     geotag,
     iso_utc,
     parse_time,
     shift,
 )
+from agent.imaging.srt import SrtError, SrtTracks, parse_srt, read_srt
 from agent.imaging.strict import DecodeWarning
 
 __all__ = [
@@ -27,12 +29,17 @@ __all__ = [
     "ExifInfo",
     "Position",
     "PositionSource",
+    "SrtError",
+    "SrtTracks",
+    "Track",
     "TrackFile",
     "decode_image",
     "geotag",
     "iso_utc",
+    "parse_srt",
     "parse_time",
     "read_exif",
     "read_image_file",
+    "read_srt",
     "shift",
 ]

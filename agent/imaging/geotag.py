@@ -1,7 +1,8 @@
 """Where and when a frame was taken.
 
 Order of trust for the position: the file's own EXIF GPS (``geo_source='exif'``); else a track
-file (GPX or CSV) interpolated at the frame's capture time (``'track'``); else a live telemetry
+(a GPX or CSV file, or a drone's DJI ``.SRT`` flight log found beside the frames, see
+:mod:`agent.imaging.srt`) interpolated at the frame's capture time (``'track'``); else a live telemetry
 source such as the MQTT subscriber registered as ``ctx.telemetry`` (``'telemetry'``); else none.
 
 Capture time (``captured_at``): EXIF DateTimeOriginal (read in ``geotag.camera_timezone``), else
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 class Position:
     lat: float
     lon: float
-    alt: float | None
+    alt: float | None  # metres above mean sea level
     time: datetime  # UTC
+    #: metres above the take-off point (a drone's barometer), where the source has it
+    rel_alt: float | None = None
 
 
 @runtime_checkable
@@ -83,33 +86,34 @@ def shift(captured_at: str | None, offset_s: float) -> str | None:
     return iso_utc(dt + timedelta(seconds=offset_s)) if dt else captured_at
 
 
-class TrackFile:
-    """A recorded track (GPX, or CSV with columns ``time,lat,lon[,alt]``), interpolated by time.
+class Track:
+    """Timed positions, interpolated by time.
 
-    Frames before the first or after the last point get no position, and so do frames falling in
+    Times before the first or after the last point get no position, and so do times falling in
     a gap between two points longer than ``max_gap_s``: a straight line across a long gap (the
     receiver lost its fix, the logger was paused) would put the frame somewhere it never was.
     """
 
     geo_source = "track"
 
-    def __init__(self, path: str | Path, max_gap_s: float = 30.0):
-        self.path = Path(path)
-        self.max_gap_s = float(max_gap_s)
-        try:
-            text = self.path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise ConfigError(f"geotag.track: cannot read {self.path}: {exc.strerror or exc}") from None
-        points = _parse_gpx(text, self.path) if _looks_like_xml(text) else _parse_csv(text, self.path)
+    def __init__(self, points: list[Position], max_gap_s: float = 30.0):
         if not points:
-            raise ConfigError(f"geotag.track: {self.path} holds no timed points")
-        points.sort(key=lambda p: p.time)
-        self.points = points
-        self._times = [p.time.timestamp() for p in points]
-        log.info(
-            "track %s: %d points from %s to %s", self.path, len(points), iso_utc(points[0].time),
-            iso_utc(points[-1].time),
-        )
+            raise ValueError("a track needs at least one point")
+        self.max_gap_s = float(max_gap_s)
+        self.points = sorted(points, key=lambda p: p.time)
+        self._times = [p.time.timestamp() for p in self.points]
+
+    @property
+    def start(self) -> datetime:
+        return self.points[0].time
+
+    @property
+    def end(self) -> datetime:
+        return self.points[-1].time
+
+    def covers(self, when: datetime) -> bool:
+        """Whether ``when`` lies between the first and the last point."""
+        return self._times[0] <= when.timestamp() <= self._times[-1]
 
     def position_at(self, when: datetime) -> Position | None:
         t = when.timestamp()
@@ -129,8 +133,33 @@ class TrackFile:
             dlon -= math.copysign(360.0, dlon)
         lon = a.lon + f * dlon
         lon = (lon + 180.0) % 360.0 - 180.0
-        alt = a.alt + f * (b.alt - a.alt) if a.alt is not None and b.alt is not None else None
-        return Position(lat=a.lat + f * (b.lat - a.lat), lon=lon, alt=alt, time=when.astimezone(timezone.utc))
+        return Position(
+            lat=a.lat + f * (b.lat - a.lat), lon=lon, alt=_lerp(a.alt, b.alt, f),
+            time=when.astimezone(timezone.utc), rel_alt=_lerp(a.rel_alt, b.rel_alt, f),
+        )
+
+
+def _lerp(a: float | None, b: float | None, f: float) -> float | None:
+    return a + f * (b - a) if a is not None and b is not None else None
+
+
+class TrackFile(Track):
+    """A recorded track file (GPX, or CSV with columns ``time,lat,lon[,alt]``): see :class:`Track`."""
+
+    def __init__(self, path: str | Path, max_gap_s: float = 30.0):
+        self.path = Path(path)
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise ConfigError(f"geotag.track: cannot read {self.path}: {exc.strerror or exc}") from None
+        points = _parse_gpx(text, self.path) if _looks_like_xml(text) else _parse_csv(text, self.path)
+        if not points:
+            raise ConfigError(f"geotag.track: {self.path} holds no timed points")
+        super().__init__(points, max_gap_s)
+        log.info(
+            "track %s: %d points from %s to %s", self.path, len(points), iso_utc(self.start),
+            iso_utc(self.end),
+        )
 
 
 def _looks_like_xml(text: str) -> bool:

@@ -30,6 +30,7 @@ from agent.core.events import EventBus
 from agent.core.redact import redact_url
 from agent.core.runtime import AgentContext, Component, Stats
 from agent.imaging.geotag import PositionSource, TrackFile
+from agent.imaging.srt import SrtTracks
 from agent.store.db import Store, open_when_room
 from agent.store.lock import StorageLock
 from drivers.base import FrameSource
@@ -58,8 +59,23 @@ def build_source(cfg: Config) -> FrameSource:
     if cfg.source.folder is None:
         folder.mkdir(parents=True, exist_ok=True)  # the default ./inbox is ours to create
     return FolderSource(
-        folder, settle_seconds=cfg.source.settle_seconds, rescan_seconds=cfg.source.rescan_seconds
+        folder, settle_seconds=cfg.source.settle_seconds, rescan_seconds=cfg.source.rescan_seconds,
+        ignore_extensions=cfg.source.ignore_extensions,
     )
+
+
+def build_positions(cfg: Config, source: FrameSource) -> list[PositionSource]:
+    """The geotag sources tried after EXIF, in order: ``geotag.track``, then (``geotag.srt:
+    auto``) the DJI .SRT flight logs ``source`` finds, when it is a folder that finds them."""
+    positions: list[PositionSource] = []
+    if cfg.geotag.track is not None:
+        positions.append(TrackFile(cfg.geotag.track, cfg.geotag.max_gap_s))
+    if cfg.geotag.srt == "auto" and hasattr(source, "on_track_file"):
+        g = cfg.geotag
+        logs = SrtTracks(camera_timezone=g.camera_timezone, clock_offset_s=g.clock_offset_s, max_gap_s=g.max_gap_s)
+        source.on_track_file = logs.add
+        positions.append(logs)
+    return positions
 
 
 class Agent:
@@ -125,9 +141,7 @@ class Agent:
             if source is None:
                 source = build_source(cfg)
             source.open()
-            positions: list[PositionSource] = []
-            if cfg.geotag.track is not None:
-                positions.append(TrackFile(cfg.geotag.track, cfg.geotag.max_gap_s))
+            positions = build_positions(cfg, source)
             self.pipeline = Pipeline(ctx, source, classifier, positions=positions, free_space=self._free_space)
             self.pipeline.start(once=once)
             log.info(
