@@ -53,11 +53,12 @@
   });
   ftb.addEventListener("change", (e) => { const i = +e.target.dataset.f; visible[i] = e.target.checked; schedule(); });
   const cam = D.camera;
-  $("assume").textContent = D.footprints.length
-    ? "Footprints: nadir camera, flat ground, altitude = height above ground, north-up (heading unknown); field of view " +
+  const nadir = D.footprints.filter((fp) => fp.src !== "pose").length, posed = D.footprints.length - nadir;
+  $("assume").textContent = (posed ? posed + " footprints ray-cast by the agent from the camera pose onto the terrain. " : "") + (nadir
+    ? nadir + " footprints assumed: nadir camera, flat ground, altitude = height above ground, north-up (heading unknown); field of view " +
       (cam.hfov_deg ? cam.hfov_deg + "° horizontal" : "horizontal from the image aspect") + ", " +
       (cam.vfov_deg ? cam.vfov_deg + "° vertical" : "vertical from the image aspect") + ". " + D.footprints.length + " of " + N + " frames on the map have one."
-    : "No footprints: they need the frame altitude and camera.hfov_deg / camera.vfov_deg in the configuration.";
+    : posed ? "" : "No footprints: they need the camera pose, or the frame altitude and camera.hfov_deg / camera.vfov_deg in the configuration.");
   /* why frames on the map are drawn at the drone's position instead of where they look */
   const why = {};
   for (let i = 0; i < N; i++) if (P.w[i]) why[P.w[i]] = (why[P.w[i]] || 0) + 1;
