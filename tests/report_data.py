@@ -172,3 +172,109 @@ def lawnmower_rows(
 def survey_latlon(x: float, y: float) -> tuple[float, float]:
     """Latitude/longitude of a point ``x`` m east and ``y`` m north of the survey centre."""
     return MOWER_LAT + y / M_PER_DEG, MOWER_LON + x / (M_PER_DEG * math.cos(math.radians(MOWER_LAT)))
+
+
+# Frames the pipeline placed on the ground (migration 4 columns): an oblique camera looking
+# north of the drone, so the tiles lie ~50 m from the drone's own position.
+GROUND_FLIGHT = "oblique-ground"
+GROUND_LAT, GROUND_LON = 36.2100, 36.1500
+GROUND_W, GROUND_H, GROUND_TILE = 640, 480, 160  # 4 x 3 tiles
+GROUND_SIZE_M = (60.0, 45.0)  # footprint across and along
+GROUND_LOOK_M = 50.0  # footprint centre north of the drone
+#: one solid picture colour per placed frame (RGB), none of them red like the tile outlines
+GROUND_COLOURS = [(40, 200, 230), (240, 220, 30), (60, 170, 60)]
+GROUND_CENTRES = [(-70.0, 0.0), (0.0, 10.0), (70.0, 0.0)]  # footprint centres, m east/north
+GROUND_YAWS = [0.0, 30.0, 0.0]
+
+
+def ground_lonlat(x: float, y: float) -> list[float]:
+    """[lon, lat] of a point ``x`` m east and ``y`` m north of the ground flight's centre."""
+    return [GROUND_LON + x / (M_PER_DEG * math.cos(math.radians(GROUND_LAT))), GROUND_LAT + y / M_PER_DEG]
+
+
+def ground_corners_xy(cx: float, cy: float, yaw: float) -> list[tuple[float, float]]:
+    """Footprint corners TL, TR, BR, BL (local metres) of a frame whose top faces ``yaw``."""
+    w, h = GROUND_SIZE_M
+    a = math.radians(yaw)
+    out = []
+    for u, v in ((-w / 2, h / 2), (w / 2, h / 2), (w / 2, -h / 2), (-w / 2, -h / 2)):
+        out.append((cx + u * math.cos(a) + v * math.sin(a), cy - u * math.sin(a) + v * math.cos(a)))
+    return out
+
+
+def _bilinear(c: list[tuple[float, float]], s: float, t: float) -> tuple[float, float]:
+    # s across (0 left, 1 right), t down (0 top, 1 bottom), over corners TL, TR, BR, BL
+    top = [c[0][k] + (c[1][k] - c[0][k]) * s for k in (0, 1)]
+    bottom = [c[3][k] + (c[2][k] - c[3][k]) * s for k in (0, 1)]
+    return top[0] + (bottom[0] - top[0]) * t, top[1] + (bottom[1] - top[1]) * t
+
+
+def ground_rows(image_dir: Path) -> list[dict]:
+    """Three frames with the pipeline's footprint, tile centres and corners and a solid-colour
+    image each; then one each with no pose, a ray that missed, and no position."""
+    cols, nrows = GROUND_W // GROUND_TILE, GROUND_H // GROUND_TILE
+    rows = []
+    for k, ((cx, cy), yaw, rgb) in enumerate(zip(GROUND_CENTRES, GROUND_YAWS, GROUND_COLOURS, strict=True)):
+        img = np.zeros((GROUND_H, GROUND_W, 3), np.uint8)
+        img[:] = rgb[::-1]  # OpenCV is BGR
+        path = image_dir / f"ground_{k}.png"  # PNG: the colour survives exactly until the page's JPEG
+        cv2.imwrite(str(path), img)
+        corners = ground_corners_xy(cx, cy, yaw)
+        grid = [[0.1] * cols for _ in range(nrows)]
+        grid[1][1] = 0.9  # damaged at any threshold
+        grid[0][3] = 0.55  # damaged at 0.5, not at 0.6
+        centres = [[list(ground_lonlat(*_bilinear(corners, (c + 0.5) / cols, (r + 0.5) / nrows))) for c in range(cols)]
+                   for r in range(nrows)]
+        tile_corners = [[ground_lonlat(*_bilinear(corners, c / cols, r / nrows)) for c in range(cols + 1)]
+                        for r in range(nrows + 1)]
+        ring = [ground_lonlat(*p) for p in corners]
+        lon, lat = ground_lonlat(cx, cy - GROUND_LOOK_M)
+        rows.append(
+            _row(
+                f"ground{k:02d}" + "0" * 24, GROUND_FLIGHT, grid, image_path=str(path), tile_px=GROUND_TILE,
+                width=GROUND_W, height=GROUND_H, lat=lat, lon=lon, alt=120.0, alt_agl=40.0, geo_source="exif",
+                yaw=yaw, pitch=-45.0, roll=0.0, pose_source="gimbal",
+                footprint={"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+                tile_centers=centres, tile_corners=tile_corners,
+                captured_at=f"2026-02-07T09:00:0{k}Z",
+            )
+        )
+    lon, lat = ground_lonlat(0.0, -120.0)
+    for name, kw in (
+        ("nopose", {"lat": lat, "lon": lon, "pose_source": "none"}),
+        ("missed", {"lat": lat, "lon": lon, "alt_agl": 40.0, "yaw": 0.0, "pitch": 10.0, "pose_source": "gimbal"}),
+        ("nopos", {"lat": None, "lon": None}),
+    ):
+        rows.append(
+            _row((name + "0" * 32)[:32], GROUND_FLIGHT, [[0.8, 0.1], [0.1, 0.1]], tile_px=GROUND_TILE, width=320,
+                 height=320, geo_source="exif", captured_at="2026-02-07T09:01:00Z", **kw)
+        )
+    return rows
+
+
+def write_mbtiles(path: Path, lonlat_box: tuple[float, float, float, float], zooms: range,
+                  rgb: tuple[int, int, int] = (200, 90, 200), fmt: str = "png") -> None:
+    """A raster MBTiles file of solid-colour tiles covering ``lonlat_box`` (west, south, east,
+    north) at each zoom, rows stored TMS-flipped as the spec says."""
+    import sqlite3
+
+    from agent.report.mbtiles import tile_xy
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE metadata (name TEXT, value TEXT)")
+    conn.execute("CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB)")
+    conn.executemany("INSERT INTO metadata VALUES (?, ?)",
+                     [("name", "test"), ("format", fmt), ("attribution", "test tiles")])
+    tile = np.zeros((256, 256, 3), np.uint8)
+    tile[:] = rgb[::-1]
+    data = cv2.imencode("." + fmt, tile)[1].tobytes()
+    west, south, east, north = lonlat_box
+    for z in zooms:
+        x0, y0 = tile_xy(z, west, north)
+        x1, y1 = tile_xy(z, east, south)
+        conn.executemany(
+            "INSERT INTO tiles VALUES (?, ?, ?, ?)",
+            [(z, x, 2**z - 1 - y, data) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)],
+        )
+    conn.commit()
+    conn.close()

@@ -119,7 +119,7 @@ def test_footprint_of_a_nadir_frame_at_100m():
     assert ground_size(0, 800, 600, 90, 60) is None
     row = {"width": 800, "height": 600, "alt": 100.0, "tile_px": 200,
            "tile_grid": [[0.9, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]]}
-    fp = footprint(row, (10.0, 20.0), 90, None)
+    fp = footprint(row, (10.0, 20.0), 90, None, threshold=0.5)
     xs = [p[0] for p in fp.outline]
     ys = [p[1] for p in fp.outline]
     assert (min(xs), max(xs), min(ys), max(ys)) == pytest.approx((-90, 110, -55, 95))
@@ -133,8 +133,8 @@ def test_footprint_of_a_nadir_frame_at_100m():
 
 def test_footprint_heading_turns_the_image_top():
     row = {"width": 400, "height": 400, "alt": 50.0, "tile_px": 200, "tile_grid": [[0.9, 0.0], [0.0, 0.0]]}
-    north_up = footprint(row, (0, 0), 90, 90).damaged_tiles[0][3]
-    facing_east = footprint({**row, "heading": 90}, (0, 0), 90, 90).damaged_tiles[0][3]
+    north_up = footprint(row, (0, 0), 90, 90, threshold=0.5).damaged_tiles[0][3]
+    facing_east = footprint({**row, "heading": 90}, (0, 0), 90, 90, threshold=0.5).damaged_tiles[0][3]
     cx = lambda ring: sum(p[0] for p in ring[:4]) / 4  # noqa: E731
     cy = lambda ring: sum(p[1] for p in ring[:4]) / 4  # noqa: E731
     assert (cx(north_up), cy(north_up)) == pytest.approx((-25, 25))  # top-left: north-west
@@ -144,7 +144,7 @@ def test_footprint_heading_turns_the_image_top():
 def test_tiles_follow_the_classifiers_edge_rule():
     # 300 px with 128 px tiles: starts 0, 128, 172 (the last tile is shifted inward to the edge).
     row = {"width": 300, "height": 128, "alt": 30.0, "tile_px": 128, "tile_grid": [[0.0, 0.0, 0.8]]}
-    fp = footprint(row, (0, 0), 60, None)
+    fp = footprint(row, (0, 0), 60, None, threshold=0.5)
     ring = fp.damaged_tiles[0][3]
     xs = [p[0] for p in ring]
     m_per_px = fp.ground_w / 300

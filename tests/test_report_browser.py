@@ -319,3 +319,4 @@ def test_leak_detector_sees_a_request_refused_by_the_csp(browser, tmp_path):
     page.load(leaky.as_uri(), ready=None)
     page.next_frame()
     assert any("Content Security Policy" in v for v in page.offline_violations()), page.offline_violations()
+

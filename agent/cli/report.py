@@ -43,6 +43,7 @@ def heatmap_sql(cfg) -> str:
 def _report(args: argparse.Namespace) -> int:
     from agent.cli.common import load
     from agent.report.build import write_report
+    from models.card import load_card
 
     cfg = load(args)
     if args.bigquery_sql:
@@ -57,6 +58,10 @@ def _report(args: argparse.Namespace) -> int:
         storage_dir=cfg.storage.dir,
         top=args.top,
         title=args.title,
+        # the model's own decision threshold: a tile the agent called damaged is damaged here
+        threshold=load_card(cfg.model.path).threshold,
+        basemap=cfg.report.basemap,
+        thumb_px=cfg.report.thumb_px,
     )
     print(f"{files.frames} frames: {files.located} on the map, {files.unlocated} without position")
     for path in (files.html, files.geojson, files.csv):

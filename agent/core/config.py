@@ -226,6 +226,13 @@ class CameraConfig(_Section):
     vfov_deg: float | None = Field(default=None, gt=0, lt=180)
 
 
+class ReportConfig(_Section):
+    basemap: Path | None = Field(
+        default=None, description="Your own raster MBTiles file, drawn under the frames (offline)."
+    )
+    thumb_px: int = Field(default=256, ge=32, le=2048, description="Long side of mosaic images.")
+
+
 class GcsConfig(_Section):
     bucket: str | None = None
     prefix: str = "skysift"
@@ -325,6 +332,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     geotag: GeotagConfig = Field(default_factory=GeotagConfig)
     camera: CameraConfig = Field(default_factory=CameraConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

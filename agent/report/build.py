@@ -2,9 +2,11 @@
 
 Writes three files into one folder:
 
-- ``frames.geojson``: a point per frame with a position, the ground footprint and the damaged
-  tiles as polygons where the footprint can be computed (see :mod:`agent.report.geo` for the
-  assumptions), and frames without a position as features with a ``null`` geometry (RFC 7946
+- ``frames.geojson``: a point per frame, the ground footprint and the damaged tiles as polygons.
+  Where the pipeline placed the frame on the ground (:mod:`agent.report.ground`) the point is the
+  middle of its tiles on the ground and the polygons are the pipeline's; otherwise the point is
+  the drone's position and the footprint is assumed (:mod:`agent.report.geo`), and
+  ``ground_problem`` says why. Frames without a position as features with a ``null`` geometry (RFC 7946
   "unlocated" features) so that no frame is dropped;
 - ``frames.csv``: the same frames, one row each;
 - ``damage-map.html``: one self-contained page (no network at all) built by
@@ -26,6 +28,7 @@ from typing import Any
 from agent.report.data import ReportData, ReportError, ReportFrame, collect
 from agent.report.geo import LocalProjection
 from agent.report.html import render_html
+from agent.report.images import MOSAIC_PX
 from agent.store.columns import frame_columns
 from agent.store.db import Store
 
@@ -42,6 +45,9 @@ CSV_COLUMNS = [
         "lat", "lon", "alt", "geo_source",
     ),
     "position_problem",  # computed by the report: why a frame cannot be placed
+    "ground_lat",  # computed: where the frame's tiles lie (their mean centre), when known
+    "ground_lon",
+    "ground_problem",  # computed: why not (no position, no pose, ray missed)
     *frame_columns("captured_at", "classified_at", "width", "height", "tile_px"),
     "footprint_w_m",  # computed: the frame's ground size
     "footprint_h_m",
@@ -66,7 +72,19 @@ def _props(f: ReportFrame) -> dict[str, Any]:
         "captured_at": r.get("captured_at"),
         "alt": r.get("alt"),
         "geo_source": r.get("geo_source"),
+        "pose_source": r.get("pose_source"),
+        "ground_problem": f.ground_problem,
     }
+
+
+def _tile_props(f: ReportFrame, r: int, c: int, p: float) -> dict[str, Any]:
+    props = {"kind": "damaged_tile", "frame_id": f.row["frame_id"], "flight_id": f.row["flight_id"],
+             "row": r, "col": c, "p_damaged": round(p, 4)}
+    if f.ground is not None:
+        centre = next((ll for rr, cc, _, _, ll in f.ground.damaged if (rr, cc) == (r, c)), None)
+        if centre is not None:
+            props["lon"], props["lat"] = round(centre[0], 8), round(centre[1], 8)
+    return props
 
 
 def to_geojson(data: ReportData) -> dict[str, Any]:
@@ -83,7 +101,7 @@ def to_geojson(data: ReportData) -> dict[str, Any]:
                 {"type": "Feature", "geometry": None, "properties": {**props, "position_problem": f.position_problem}}
             )
             continue
-        point = [round(f.row["lon"], 8), round(f.row["lat"], 8)]
+        point = [round(v, 8) for v in f.lonlat]  # type: ignore[union-attr]
         feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": point}, "properties": props})
         fp = f.footprint
         if fp is None:
@@ -97,6 +115,7 @@ def to_geojson(data: ReportData) -> dict[str, Any]:
                     **_props(f),
                     "ground_w_m": round(fp.ground_w, 2),
                     "ground_h_m": round(fp.ground_h, 2),
+                    "footprint_source": fp.source,
                 },
             }
         )
@@ -105,14 +124,7 @@ def to_geojson(data: ReportData) -> dict[str, Any]:
                 {
                     "type": "Feature",
                     "geometry": {"type": "Polygon", "coordinates": [_ring_lonlat(data.projection, ring)]},
-                    "properties": {
-                        "kind": "damaged_tile",
-                        "frame_id": f.row["frame_id"],
-                        "flight_id": f.row["flight_id"],
-                        "row": r,
-                        "col": c,
-                        "p_damaged": round(p, 4),
-                    },
+                    "properties": _tile_props(f, r, c, p),
                 }
             )
     return {
@@ -125,8 +137,12 @@ def to_geojson(data: ReportData) -> dict[str, Any]:
             "frames": len(data.frames),
             "unlocated": len(data.unlocated),
             "camera": {"hfov_deg": data.hfov_deg, "vfov_deg": data.vfov_deg},
-            "footprint_assumptions": "nadir camera, flat ground, alt = height above ground in metres, "
-            "north-up unless a heading is known, local equirectangular projection",
+            "tile_threshold": data.threshold,
+            "footprint_sources": {
+                "pose": "the pipeline's ray cast of the camera pose onto the terrain",
+                "nadir": "assumed: nadir camera, flat ground, alt = height above ground in metres, "
+                "north-up unless a heading is known, local equirectangular projection",
+            },
         },
     }
 
@@ -138,6 +154,9 @@ def write_csv(data: ReportData, path: Path) -> None:
         for f in data.frames:
             row = {k: f.row.get(k) for k in CSV_COLUMNS}
             row["position_problem"] = f.position_problem
+            row["ground_problem"] = f.ground_problem
+            if f.ground is not None:
+                row["ground_lon"], row["ground_lat"] = (round(v, 8) for v in f.ground.centre)
             if f.footprint is not None:
                 row["footprint_w_m"] = round(f.footprint.ground_w, 2)
                 row["footprint_h_m"] = round(f.footprint.ground_h, 2)
@@ -164,16 +183,21 @@ def write_report(
     storage_dir: Path | None = None,
     top: int = 24,
     title: str | None = None,
+    threshold: float | None = None,
+    basemap: Path | None = None,
+    thumb_px: int = MOSAIC_PX,
 ) -> ReportFiles:
     """Write the GeoJSON, CSV and HTML report of the chosen flights (all when None) to ``out_dir``.
 
-    ``storage_dir`` is where relative image paths are looked up for thumbnails.
+    ``storage_dir`` is where relative image paths are looked up for thumbnails. ``threshold`` is
+    the model card's decision threshold (default: the shipped model's card); ``basemap`` an
+    optional MBTiles file drawn under the frames; ``thumb_px`` the long side of mosaic images.
     """
     if not Path(db_path).is_file():
         raise ReportError(f"no skysift database at {db_path} (check storage.dir in the configuration)")
     store = Store(db_path, readonly=True)
     try:
-        data = collect(store, flight_ids, hfov_deg, vfov_deg)
+        data = collect(store, flight_ids, hfov_deg, vfov_deg, threshold=threshold)
     finally:
         store.close()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +207,8 @@ def write_report(
     files.geojson.write_text(json.dumps(to_geojson(data), separators=(",", ":")), encoding="utf-8")
     write_csv(data, files.csv)
     files.html.write_text(
-        render_html(data, storage_dir=storage_dir, top=top, title=title), encoding="utf-8"
+        render_html(data, storage_dir=storage_dir, top=top, title=title, basemap_path=basemap, mosaic_px=thumb_px),
+        encoding="utf-8",
     )
     log.info(
         "report of %d flight(s): %d frames, %d located, %d without position -> %s",

@@ -12,7 +12,9 @@ from typing import Any
 
 from agent.core.errors import SkysiftError
 from agent.report.geo import Footprint, LocalProjection, footprint, valid_position
+from agent.report.ground import Ground, ground_problem, read_ground
 from agent.store.db import Store, utcnow
+from models.card import load_card
 
 
 class ReportError(SkysiftError):
@@ -21,16 +23,29 @@ class ReportError(SkysiftError):
 
 @dataclass
 class ReportFrame:
-    """One frame row as the report sees it: the DB row plus its position and footprint."""
+    """One frame row as the report sees it: the DB row plus its position and footprint.
+
+    A frame with the pipeline's ground geometry (:mod:`agent.report.ground`) is placed where
+    its tiles lie; any other is placed at the drone's position, and ``ground_problem`` says why.
+    """
 
     row: dict[str, Any]
-    position_problem: str | None  # None when the frame has a usable position
+    position_problem: str | None  # None when the frame can be placed on the map
     xy: tuple[float, float] | None = None
     footprint: Footprint | None = None
+    ground: Ground | None = None
+    ground_problem: str | None = None  # why there is no ground geometry (None when there is)
 
     @property
     def located(self) -> bool:
         return self.position_problem is None
+
+    @property
+    def lonlat(self) -> tuple[float, float] | None:
+        """Where the frame is drawn: the ground under it, else the drone's position."""
+        if self.ground is not None:
+            return self.ground.centre
+        return (float(self.row["lon"]), float(self.row["lat"])) if self.located else None
 
 
 @dataclass
@@ -42,6 +57,7 @@ class ReportData:
     projection: LocalProjection
     hfov_deg: float | None
     vfov_deg: float | None
+    threshold: float  # a tile counts as damaged from this p_damaged on (the model card's)
     generated_at: str = field(default_factory=utcnow)
 
     @property
@@ -95,21 +111,37 @@ def select_flights(store: Store, wanted: list[str] | None) -> list[dict[str, Any
     return chosen
 
 
+def _frame(row: dict[str, Any], threshold: float) -> ReportFrame:
+    problem = valid_position(row.get("lat"), row.get("lon"))
+    ground = read_ground(row, threshold)
+    if ground is not None:
+        return ReportFrame(row, None, ground=ground)
+    return ReportFrame(row, problem, ground_problem=ground_problem(row, problem))
+
+
 def collect(
     store: Store,
     flight_ids: list[str] | None = None,
     hfov_deg: float | None = None,
     vfov_deg: float | None = None,
+    *,
+    threshold: float | None = None,
 ) -> ReportData:
-    """Read the chosen flights' frames and compute positions and footprints."""
+    """Read the chosen flights' frames and compute positions and footprints.
+
+    ``threshold`` is the model card's decision threshold (default: the shipped model's card): a
+    tile from it on is damaged.
+    """
+    if threshold is None:
+        threshold = load_card().threshold
     flights = select_flights(store, flight_ids)
-    frames: list[ReportFrame] = []
-    for fl in flights:
-        for row in store.frames(fl["flight_id"]):
-            frames.append(ReportFrame(row, valid_position(row.get("lat"), row.get("lon"))))
-    proj = LocalProjection.around([(f.row["lat"], f.row["lon"]) for f in frames if f.located])
+    frames = [_frame(row, threshold) for fl in flights for row in store.frames(fl["flight_id"])]
+    proj = LocalProjection.around([(ll[1], ll[0]) for f in frames if (ll := f.lonlat) is not None])
     for f in frames:
-        if f.located:
+        if f.ground is not None:
+            f.xy = proj.to_xy(f.ground.centre[1], f.ground.centre[0])
+            f.footprint = f.ground.footprint(proj)
+        elif f.located:
             f.xy = proj.to_xy(f.row["lat"], f.row["lon"])
-            f.footprint = footprint(f.row, f.xy, hfov_deg, vfov_deg)
-    return ReportData(flights, frames, proj, hfov_deg, vfov_deg)
+            f.footprint = footprint(f.row, f.xy, hfov_deg, vfov_deg, threshold=threshold)
+    return ReportData(flights, frames, proj, hfov_deg, vfov_deg, threshold)

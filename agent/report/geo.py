@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
-#: a tile counts as damaged from this probability on (the classifier's decision threshold)
-TILE_THRESHOLD = 0.5
 
 
 def valid_position(lat: float | None, lon: float | None) -> str | None:
@@ -102,8 +100,11 @@ def _rotate(x: float, y: float, heading_deg: float) -> tuple[float, float]:
     return x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
 
 
-def damaged_tile_boxes(row: dict) -> list[tuple[int, int, float, tuple[int, int, int, int]]]:
-    """(row, col, p_damaged, (x0, y0, x1, y1)) in original-frame pixels for each damaged tile.
+def damaged_tile_boxes(
+    row: dict, threshold: float
+) -> list[tuple[int, int, float, tuple[int, int, int, int]]]:
+    """(row, col, p_damaged, (x0, y0, x1, y1)) in original-frame pixels for each tile whose
+    p_damaged reaches ``threshold`` (the model card's decision threshold).
 
     Tiles are placed exactly as the classifier cut them (:func:`models.frame.tile_starts`: the
     last row and column are shifted inward to end at the image edge).
@@ -120,20 +121,33 @@ def damaged_tile_boxes(row: dict) -> list[tuple[int, int, float, tuple[int, int,
     out = []
     for r, cells in enumerate(grid[: len(ys)]):
         for c, p in enumerate((cells or [])[: len(xs)]):
-            if p is not None and p >= TILE_THRESHOLD:
+            if p is not None and p >= threshold:
                 out.append((r, c, float(p), (xs[c], ys[r], xs[c] + tw, ys[r] + th)))
     return out
 
 
 @dataclass(frozen=True)
 class Footprint:
-    """A frame's ground footprint and its damaged tiles, as local x/y metre rings (closed)."""
+    """A frame's ground footprint and its damaged tiles, as local x/y metre rings (closed).
+
+    Every ring runs from the image's bottom-left corner: BL, BR, TR, TL, BL. Seen from above a
+    camera's image is never mirrored, so that is counter-clockwise on the ground (RFC 7946).
+    """
 
     outline: list[tuple[float, float]]
     #: (row, col, p_damaged, ring) per damaged tile
     damaged_tiles: list[tuple[int, int, float, list[tuple[float, float]]]]
     ground_w: float
     ground_h: float
+    #: where each damaged tile lies (its centre), for the heat map; tiles without a ring included
+    damaged_centres: list[tuple[float, float]] = field(default_factory=list)
+    #: "pose": the pipeline's ray-cast geometry; "nadir": assumed here (straight down, flat)
+    source: str = "nadir"
+
+    @property
+    def image_quad(self) -> list[tuple[float, float]]:
+        """The corners in image order (top-left, top-right, bottom-right, bottom-left)."""
+        return self.outline[3::-1]
 
 
 def footprint(
@@ -141,8 +155,12 @@ def footprint(
     center_xy: tuple[float, float],
     hfov_deg: float | None,
     vfov_deg: float | None,
+    *,
+    threshold: float,
 ) -> Footprint | None:
-    """The ground footprint of a frame row centred on ``center_xy`` (local metres), or None."""
+    """The nadir, flat-ground footprint of a frame row centred on ``center_xy`` (local metres),
+    or None; tiles from ``threshold`` on are damaged. The fallback for rows without the
+    pipeline's own ground geometry (:mod:`agent.report.ground`)."""
     width, height = row.get("width"), row.get("height")
     size = ground_size(row.get("alt"), width, height, hfov_deg, vfov_deg)
     if size is None:
@@ -164,5 +182,11 @@ def footprint(
         ring = [px_to_xy(x0, y1), px_to_xy(x1, y1), px_to_xy(x1, y0), px_to_xy(x0, y0)]
         return [*ring, ring[0]]
 
-    tiles = [(r, c, p, rect(x0, y0, x1, y1)) for r, c, p, (x0, y0, x1, y1) in damaged_tile_boxes(row)]
-    return Footprint(rect(0, 0, width, height), tiles, gw, gh)
+    tiles = [(r, c, p, rect(x0, y0, x1, y1)) for r, c, p, (x0, y0, x1, y1) in damaged_tile_boxes(row, threshold)]
+    centres = [ring_centre(ring) for _, _, _, ring in tiles]
+    return Footprint(rect(0, 0, width, height), tiles, gw, gh, centres)
+
+
+def ring_centre(ring: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The mean of a closed four-corner ring's corners."""
+    return sum(p[0] for p in ring[:4]) / 4, sum(p[1] for p in ring[:4]) / 4

@@ -1,7 +1,8 @@
 """The self-contained HTML damage map: one file, no network, usable with thousands of frames.
 
 Field laptops have no network, so the page carries everything: the script and style are inline,
-thumbnails are ``data:`` URIs, and there is no basemap (no tile server). A Content-Security-Policy
+the frames' pictures and the optional basemap (the user's own MBTiles file, :mod:`agent.report
+.mbtiles`) are ``data:`` URIs, and no tile server is ever asked. A Content-Security-Policy
 of ``default-src 'none'`` makes the browser refuse any request that a later edit might add.
 
 The frame data goes in as one JSON block in column form (``x: [...], y: [...]``): it is the
@@ -12,7 +13,6 @@ smooth with tens of thousands of frames. Positions are pre-projected here to loc
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
@@ -20,52 +20,16 @@ import math
 from pathlib import Path
 from typing import Any
 
+from agent.report import layers
 from agent.report.data import ReportData, ReportFrame
-from agent.report.geo import EARTH_RADIUS_M, TILE_THRESHOLD, damaged_tile_boxes
+from agent.report.geo import EARTH_RADIUS_M
+from agent.report.images import MOSAIC_PX, thumbnail
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).with_name("template.html")
-THUMB_PX = 224
+SCRIPTS = [Path(__file__).with_name("layers.js"), Path(__file__).with_name("map.js")]
 STATUS_CODES = {"undamaged": 0, "damaged": 1}  # anything else (rejected, no label): 2
-
-
-def _resolve_image(path: str | None, storage_dir: Path | None) -> Path | None:
-    if not path:
-        return None
-    p = Path(path)
-    candidates = [p] if p.is_absolute() else [p, *([storage_dir / p] if storage_dir else [])]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def thumbnail(row: dict[str, Any], storage_dir: Path | None = None, max_px: int = THUMB_PX) -> str | None:
-    """A small JPEG of the frame as a ``data:`` URI, damaged tiles outlined in red; None if the
-    image file is gone (synced images may have been deleted to free space) or unreadable."""
-    import cv2  # only the page needs OpenCV
-
-    path = _resolve_image(row.get("image_path"), storage_dir)
-    if path is None:
-        return None
-    # IMREAD_COLOR applies the EXIF orientation, as the classifier did: the tile grid matches.
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        log.warning("cannot read %s for a thumbnail", path)
-        return None
-    h, w = img.shape[:2]
-    scale = min(1.0, max_px / max(h, w))
-    if scale < 1.0:
-        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    # The grid is in pixels of the original (oriented) frame; map it onto the thumbnail.
-    fw, fh = row.get("width") or w, row.get("height") or h
-    sx, sy = img.shape[1] / fw, img.shape[0] / fh
-    for _, _, _, (x0, y0, x1, y1) in damaged_tile_boxes({**row, "width": fw, "height": fh}):
-        cv2.rectangle(
-            img, (round(x0 * sx), round(y0 * sy)), (round(x1 * sx) - 1, round(y1 * sy) - 1), (40, 40, 230), 2
-        )
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 72])
-    if not ok:
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
 def _damage_rank(f: ReportFrame) -> tuple:
@@ -101,7 +65,8 @@ def point_spacing(xy: list[tuple[float, float]], sample: int = 400) -> float | N
 
 def _points(located: list[ReportFrame], flight_index: dict[str, int]) -> tuple[dict[str, list], dict[str, int]]:
     """The located frames in column form (one list per field), and each frame id's index in it."""
-    pts: dict[str, list] = {k: [] for k in ("x", "y", "p", "s", "f", "id", "dt", "n", "t", "lat", "lon", "alt", "g")}
+    keys = ("x", "y", "p", "s", "f", "id", "dt", "n", "t", "lat", "lon", "alt", "g", "w")
+    pts: dict[str, list] = {k: [] for k in keys}
     index_of: dict[str, int] = {}
     for i, f in enumerate(located):
         r = f.row
@@ -115,10 +80,12 @@ def _points(located: list[ReportFrame], flight_index: dict[str, int]) -> tuple[d
         pts["dt"].append(r.get("damaged_tiles"))
         pts["n"].append(r.get("tiles"))
         pts["t"].append(r.get("captured_at"))
-        pts["lat"].append(_r(r["lat"], 7))
-        pts["lon"].append(_r(r["lon"], 7))
+        lon, lat = f.lonlat  # type: ignore[misc]
+        pts["lat"].append(_r(lat, 7))
+        pts["lon"].append(_r(lon, 7))
         pts["alt"].append(_r(r.get("alt"), 1))
         pts["g"].append(r.get("geo_source"))
+        pts["w"].append(f.ground_problem)  # why it is drawn at the drone's position (None: on the ground)
     return pts, index_of
 
 
@@ -130,7 +97,7 @@ def _footprints(located: list[ReportFrame]) -> list[dict[str, Any]]:
             continue
         flat = [round(v, 2) for x, y in f.footprint.outline[:4] for v in (x, y)]
         tiles = [[round(v, 2) for x, y in ring[:4] for v in (x, y)] for _, _, _, ring in f.footprint.damaged_tiles]
-        footprints.append({"i": i, "q": flat, "d": tiles})
+        footprints.append({"i": i, "q": flat, "d": tiles, "src": f.footprint.source})
     return footprints
 
 
@@ -141,8 +108,9 @@ def _damaged_frames(data: ReportData) -> list[ReportFrame]:
     return damaged
 
 
-def _top_frame(f: ReportFrame, index_of: dict[str, int], storage_dir: Path | None) -> dict[str, Any]:
+def _top_frame(f: ReportFrame, index_of: dict[str, int], storage_dir: Path | None, threshold: float) -> dict[str, Any]:
     r = f.row
+    lonlat = f.lonlat
     return {
         "frame_id": r["frame_id"],
         "i": index_of.get(r["frame_id"]),
@@ -151,10 +119,10 @@ def _top_frame(f: ReportFrame, index_of: dict[str, int], storage_dir: Path | Non
         "dt": r.get("damaged_tiles"),
         "n": r.get("tiles"),
         "t": r.get("captured_at"),
-        "lat": _r(r.get("lat"), 7) if f.located else None,
-        "lon": _r(r.get("lon"), 7) if f.located else None,
+        "lat": _r(lonlat[1], 7) if lonlat else None,
+        "lon": _r(lonlat[0], 7) if lonlat else None,
         "image": r.get("image_path"),
-        "thumb": thumbnail(r, storage_dir),
+        "thumb": thumbnail(r, storage_dir, threshold=threshold),
     }
 
 
@@ -176,15 +144,22 @@ def _unlocated(data: ReportData) -> list[dict[str, Any]]:
     ]
 
 
-def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 24) -> dict[str, Any]:
-    """The JSON the page draws from."""
+def build_payload(
+    data: ReportData,
+    storage_dir: Path | None = None,
+    top: int = 24,
+    *,
+    basemap_path: Path | None = None,
+    mosaic_px: int = MOSAIC_PX,
+) -> dict[str, Any]:
+    """The JSON the page draws from; ``basemap_path`` is an optional MBTiles file."""
     flight_index = {fl["flight_id"]: i for i, fl in enumerate(data.flights)}
     located = data.located
     pts, index_of = _points(located, flight_index)
     footprints = _footprints(located)
     damaged = _damaged_frames(data)
     # thumbnails only for the top frames: each costs a decode of a full image and page weight
-    top_frames = [_top_frame(f, index_of, storage_dir) for f in damaged[: max(0, top)]]
+    top_frames = [_top_frame(f, index_of, storage_dir, data.threshold) for f in damaged[: max(0, top)]]
     # degrees to local metres at the reference latitude, for the page's own projection
     kx = EARTH_RADIUS_M * math.radians(1.0) * math.cos(math.radians(data.projection.lat0))
     ky = EARTH_RADIUS_M * math.radians(1.0)
@@ -192,25 +167,39 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         "generated_at": data.generated_at,
         "projection": {"lat0": data.projection.lat0, "lon0": data.projection.lon0, "kx": kx, "ky": ky},
         "camera": {"hfov_deg": data.hfov_deg, "vfov_deg": data.vfov_deg},
-        "tile_threshold": TILE_THRESHOLD,
+        "tile_threshold": data.threshold,
         "spacing_m": _r(point_spacing([f.xy for f in located]), 2),
         "flights": data.flight_counts(),
         "frames_total": len(data.frames),
         "points": pts,
         "footprints": footprints,
+        "heat": layers.heat_points(located, flight_index, data.threshold),
+        "mosaic": layers.mosaic(located, damaged, storage_dir, mosaic_px),
+        "basemap": layers.basemap(data, basemap_path),
         "top": top_frames,
         "damaged_total": len(damaged),
         "unlocated": _unlocated(data),
     }
 
 
-def render_html(data: ReportData, storage_dir: Path | None = None, top: int = 24, title: str | None = None) -> str:
+def render_html(
+    data: ReportData,
+    storage_dir: Path | None = None,
+    top: int = 24,
+    title: str | None = None,
+    *,
+    basemap_path: Path | None = None,
+    mosaic_px: int = MOSAIC_PX,
+) -> str:
     """The complete page as a string."""
-    payload = build_payload(data, storage_dir, top)
+    payload = build_payload(data, storage_dir, top, basemap_path=basemap_path, mosaic_px=mosaic_px)
     if title is None:
         names = [fl.get("name") or fl["flight_id"] for fl in data.flights]
         title = "Damage map: " + (", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") if names else "no flights")
     # "</" inside a <script> block would end it; \u003c is the same character to JSON.
     blob = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = TEMPLATE.read_text(encoding="utf-8")
+    # one inline script (the CSP allows inline code only): the picture layers, then the map
+    script = "".join(p.read_text(encoding="utf-8") for p in SCRIPTS)
+    page = page.replace("{{SCRIPT}}", script)
     return page.replace("{{TITLE}}", html.escape(title)).replace("{{DATA}}", blob)
