@@ -179,8 +179,10 @@ def test_quota_exceeded_pauses_keeps_rows_and_retries_the_same_job_id(
         assert first.pending["bigquery"] == 6  # nothing lost, nothing marked
         assert states == [("paused", first.errors["bigquery"])]
         # within the refill window nothing is sent at all: a retry would cost quota again
-        for _ in range(5):
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
             syncer.cycle()
+            time.sleep(0.05)
         assert len(proxy.refused) == 1
         assert 0 < syncer.next_wait() <= 1.5
         proxy.mode = None  # the quota refilled
