@@ -67,5 +67,10 @@ class SyncTarget(ABC):
         pending. Safe to call again after a crash at any point.
         """
 
+    def wait_s(self, store: Store) -> float:
+        """Seconds before this target may start a new remote write although items are pending
+        (a pace such as ``sync.bigquery.min_interval_s``); 0: now."""
+        return 0.0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release network clients."""

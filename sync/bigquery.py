@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.core.config import Config
 from agent.store import batches
 from agent.store.db import Store, utcnow
+from sync import quota
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import bigquery_client, is_transient
 from sync.paths import gcs_uri
@@ -72,12 +74,30 @@ class _LoadJobTarget(SyncTarget):
         done = 0
         for b in batches.open_batches(store, self.name):
             done += self._send(store, b)
-        while done < limit:
-            keys, rows = self._next(store, min(limit - done, self.cfg.sync.batch_rows))
+        paced = self.cfg.sync.bigquery.min_interval_s > 0
+        while done < limit and self.wait_s(store) == 0:
+            size = self.cfg.sync.bigquery.max_rows if paced else self.cfg.sync.batch_rows
+            keys, rows = self._next(store, min(limit - done, size))
             if not keys:
                 break
             done += self._send(store, batches.create(store, self.name, keys, rows))
         return done
+
+    def wait_s(self, store: Store) -> float:
+        """Seconds until ``sync.bigquery.min_interval_s`` allows the next new load job.
+
+        Paced from the newest batch in SQLite, so a restart does not reset the pace. A batch
+        still open is never held back: its rows are already cut and owed."""
+        interval = self.cfg.sync.bigquery.min_interval_s
+        if interval <= 0 or batches.open_batches(store, self.name):
+            return 0.0
+        last = batches.last_created(store, self.name)
+        if last is None:
+            return 0.0
+        elapsed = time.time() - datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()
+        # a clock set backwards (no RTC until GPS or NTP) must not hold rows for longer than one
+        # interval: clamp to [0, interval]
+        return min(interval, max(0.0, interval - elapsed))
 
     def _job_config(self) -> Any:
         from google.cloud import bigquery
@@ -89,38 +109,56 @@ class _LoadJobTarget(SyncTarget):
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
         )
 
-    def _send(self, store: Store, batch: batches.Batch) -> int:
+    def _submit(self, batch: batches.Batch, job_id: str) -> tuple[Any, str]:
+        """Insert the load job, or find the one an earlier attempt inserted; wait until DONE."""
         from google.api_core import exceptions as gexc
 
+        try:
+            job = self.client.load_table_from_json(
+                batch.rows,
+                self.table_id,
+                job_id=job_id,
+                job_config=self._job_config(),
+                num_retries=0,  # our backoff retries; the library's would block the loop
+                timeout=self.timeout_s,
+            )
+            how = "loaded"
+        except gexc.Conflict:
+            # An earlier attempt reached BigQuery (crash or lost response): ask what it did.
+            job = self.client.get_job(job_id, retry=None, timeout=self.timeout_s)
+            how = "found existing job"
+        deadline = time.monotonic() + self.timeout_s
+        while job.state != "DONE":
+            if time.monotonic() > deadline:
+                raise TargetUnavailable(f"load job {job_id} still {job.state}")
+            time.sleep(0.5)
+            job.reload(retry=None, timeout=self.timeout_s)
+        return job, how
+
+    def _send(self, store: Store, batch: batches.Batch) -> int:
         job_id = batch.job_id(self.cfg.device_id)
         try:
-            try:
-                job = self.client.load_table_from_json(
-                    batch.rows,
-                    self.table_id,
-                    job_id=job_id,
-                    job_config=self._job_config(),
-                    num_retries=0,  # our backoff retries; the library's would block the loop
-                    timeout=self.timeout_s,
-                )
-                how = "loaded"
-            except gexc.Conflict:
-                # An earlier attempt reached BigQuery (crash or lost response): ask what it did.
-                job = self.client.get_job(job_id, retry=None, timeout=self.timeout_s)
-                how = "found existing job"
-            deadline = time.monotonic() + self.timeout_s
-            while job.state != "DONE":
-                if time.monotonic() > deadline:
-                    raise TargetUnavailable(f"load job {job_id} still {job.state}")
-                time.sleep(0.5)
-                job.reload(retry=None, timeout=self.timeout_s)
+            job, how = self._submit(batch, job_id)
         except SyncError:
             raise
         except Exception as exc:
+            reason = quota.reason_of(exc)
+            if reason is not None:
+                # The request itself was refused, so it created nothing: an insert refused for
+                # quota leaves no job behind and its id free, and the retry after the pause
+                # sends the SAME job id (the attempt is not bumped). A refused get/reload is
+                # about a job that exists, whose id the retry must keep too.
+                msg = f"{self.name}: load job {job_id} refused ({reason}); rows kept"
+                raise quota.QuotaPaused(msg, reason, job_created=False) from exc
             raise _wrap(exc, f"{self.name}: load job {job_id}") from exc
         if job.error_result:
+            # The job ran and failed: it wrote nothing, but its id is spent (job ids are unique
+            # and a finished job cannot be re-run), so the retry needs a NEW attempt id.
             err = f"load job {job_id} failed: {job.error_result}"
             batches.retry_with_new_attempt(store, batch, err)
+            reason = quota.reason_of_result(job.error_result)
+            if reason is not None:
+                raise quota.QuotaPaused(f"{self.name}: {err}; rows kept", reason, job_created=True)
             raise SyncError(f"{self.name}: {err}")
         batches.complete(store, batch, {"job_id": job_id, "rows": job.output_rows, "how": how})
         log.debug("%s: %s %s, %d rows", self.name, how, job_id, len(batch.keys))

@@ -60,12 +60,18 @@ def bigquery_client(cfg: Config) -> Any:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying as an outage (network, 5xx, 429, 408) vs. programming errors."""
+    """Errors worth retrying as an outage (network, 5xx, 429, 408, a 403 for quota) vs.
+    programming errors and setup problems."""
     import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as aexc
 
+    from sync.quota import reason_of
+
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if reason_of(exc) is not None:
+        # 403 quotaExceeded / rateLimitExceeded: a spent quota, not missing credentials
         return True
     if isinstance(exc, aexc.TransportError):
         return True

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from agent.core.backoff import Backoff
@@ -21,6 +22,7 @@ from agent.core.config import Config
 from agent.store.db import Store
 from sync.base import SyncError, SyncSetupError, SyncTarget
 from sync.pending import BIGQUERY_FRAMES, DAMAGED_IMAGES, Owed, owed
+from sync.quota import QUOTA, QuotaPaused, quota_wait_s, rate_wait_s
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +91,20 @@ class Syncer:
             for link in self.links.values()
         }
         self._on_state = on_state
+        #: service -> (monotonic end of its quota pause, refusals in a row, the message)
+        self.pauses: dict[str, tuple[float, int, str]] = {}
 
     def _state(self, target: SyncTarget, state: str, error: str | None) -> None:
         if self._on_state:
             self._on_state(target=target.service, state=state, error=error)
 
     def next_wait(self) -> float | None:
-        """Seconds until a backed-off target may retry (None: nobody is backing off)."""
+        """Seconds until a backed-off, quota-paused or paced target may try again (None: none
+        is waiting)."""
+        now = time.monotonic()
         waits = [b.wait_s() for b in self.backoffs.values() if b.down]
+        waits += [until - now for until, _, _ in self.pauses.values() if until > now]
+        waits += [w for t in self.targets if (w := t.wait_s(self.store)) > 0 and t.pending(self.store)]
         return min(waits) if waits else None
 
     def cycle(self, stop: threading.Event | None = None, deadline: float | None = None) -> CycleResult:
@@ -107,9 +115,12 @@ class Syncer:
             if target is None:
                 break
             bo = self.backoffs[target.service]
-            limit = self.cfg.sync.batch_rows if target.service == "bigquery" else IMAGE_CHUNK
+            limit = self._limit(target)
             try:
                 n = target.push(self.store, limit)
+            except QuotaPaused as exc:
+                result.errors[target.service] = self._pause(target, exc)
+                continue
             except SyncError as exc:
                 if isinstance(exc, SyncSetupError) and not bo.down:
                     log.error("%s", exc)
@@ -123,7 +134,8 @@ class Syncer:
                     self._state(target, "down", repr(exc))
                 result.errors[target.service] = repr(exc)
                 continue
-            if bo.success():
+            recovered = bo.success()
+            if self._resume(target) or recovered:
                 self._state(target, "ok", None)
             result.errors.pop(target.service, None)
             result.pushed[target.label] = result.pushed.get(target.label, 0) + n
@@ -132,15 +144,54 @@ class Syncer:
         result.pending = self.pending()
         return result
 
+    def _limit(self, target: SyncTarget) -> int:
+        if target.service != "bigquery":
+            return IMAGE_CHUNK
+        bq = self.cfg.sync.bigquery
+        return bq.max_rows if bq.min_interval_s > 0 else self.cfg.sync.batch_rows
+
+    def _pause(self, target: SyncTarget, exc: QuotaPaused) -> str:
+        """BigQuery refused for quota: hold the whole service (both tables share the project's
+        quota) for the refill window, or seconds for a rate limit; the batch stays open."""
+        service = target.service
+        refusals = self.pauses.get(service, (0.0, 0, ""))[1] + 1
+        now = datetime.now(timezone.utc)
+        if exc.reason == QUOTA:
+            wait = quota_wait_s(now, self.cfg.sync.bigquery.quota_window_s)
+        else:
+            bo = self.backoffs[service]
+            wait = rate_wait_s(refusals, bo.base_s, bo.cap_s)
+        until = (now + timedelta(seconds=wait)).isoformat(timespec="seconds").replace("+00:00", "Z")
+        msg = f"BigQuery {exc.reason}: paused until {until} ({exc})"
+        # one line per pause; a rate limit that keeps refusing for seconds logs its first only
+        level = logging.WARNING if refusals == 1 or exc.reason == QUOTA else logging.DEBUG
+        log.log(level, "sync %s: %s", service, msg)
+        self.pauses[service] = (time.monotonic() + wait, refusals, msg)
+        self._state(target, "paused", msg)
+        return msg
+
+    def _resume(self, target: SyncTarget) -> bool:
+        """A push went through: end the service's quota pause; True when one ended."""
+        if self.pauses.pop(target.service, None) is None:
+            return False
+        log.info("sync %s: quota pause over, loading again", target.service)
+        return True
+
     def _next_target(self) -> SyncTarget | None:
+        now = time.monotonic()
         for t in self.targets:  # priority order
-            if self.backoffs[t.service].ready() and t.pending(self.store) > 0:
+            if not self.backoffs[t.service].ready() or self.pauses.get(t.service, (0.0,))[0] > now:
+                continue
+            if t.pending(self.store) > 0 and t.wait_s(self.store) == 0:
                 return t
         return None
 
     def errors(self) -> dict[str, str]:
-        """The last error of every service (``bigquery``, ``gcs``) that is currently failing."""
-        return {k: b.last_error or "" for k, b in self.backoffs.items() if b.down}
+        """The last error of every service (``bigquery``, ``gcs``) that is currently failing or
+        paused for quota."""
+        out = {k: b.last_error or "" for k, b in self.backoffs.items() if b.down}
+        out.update({k: msg for k, (_, _, msg) in self.pauses.items()})
+        return out
 
     def pending(self) -> dict[str, int]:
         return {t.label: t.pending(self.store) for t in self.targets}
@@ -221,7 +272,7 @@ class SyncLoop:
         # On stop (end of `skysift run --once`, service stop) with the link up, push what the
         # last frames left pending, for a bounded time: stopping must stay quick, and whatever
         # is left simply waits in the outbox for the next start or `skysift sync --once`.
-        if syncer is None or self.drain_on_stop_s <= 0 or syncer.next_wait() is not None:
+        if syncer is None or self.drain_on_stop_s <= 0 or syncer.errors():
             return
         try:
             syncer.cycle(deadline=time.monotonic() + self.drain_on_stop_s)

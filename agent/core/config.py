@@ -245,6 +245,10 @@ class BigQueryConfig(_Section):
     table: str = "frames"
     endpoint: str | None = None
     location: str | None = None
+    # Load jobs per table per day are a fixed quota: pacing them bounds a device's jobs per day.
+    min_interval_s: float = Field(default=0.0, ge=0, le=DAY_S)
+    max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    quota_window_s: float | None = Field(default=None, gt=0, le=DAY_S)
 
 
 class SyncConfig(_Section):

@@ -50,6 +50,12 @@ def open_batches(store: Store, target: str) -> list[Batch]:
     return [_from_row(r) for r in store.db.execute(q, [target])]
 
 
+def last_created(store: Store, target: str) -> str | None:
+    """When the newest batch of ``target`` (open or done) was created: the last job's start."""
+    q = "SELECT MAX(created_at) FROM sync_batches WHERE target = ?"
+    return store.db.execute(q, [target]).fetchone()[0]
+
+
 def create(store: Store, target: str, keys: list[str], rows: list[dict[str, Any]]) -> Batch:
     """Record a new batch durably (committed before the caller sends anything)."""
     if not keys:
