@@ -6,7 +6,7 @@ Events (name: payload):
 - ``progress``: ``count`` (frames committed so far): the watchdog feeds on it
 - ``paused`` / ``resumed``: ``reason`` (disk full, storage budget)
 - ``engine_fallback``: ``from``, ``to``, ``reason``
-- ``sync_state``: ``target``, ``state`` (``ok``, ``down``), ``error``
+- ``sync_state``: ``target``, ``state`` (``ok``, ``down``, ``paused`` for a BigQuery quota), ``error``
 
 Handlers run on the publisher's thread, so they must only hand work off (set an event, put on
 a queue, bump a counter): a slow handler would slow ingest.
