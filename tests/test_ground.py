@@ -117,7 +117,8 @@ def test_agrees_with_cameratransform_on_random_poses():
     assert compared > 200 * 40
 
 
-def test_bench_us_reports_under_a_millisecond(capsys):
+def test_bench_us_reports_the_cost_per_frame(capsys):
+    # A figure, not a timed assertion: speed is measured by skysift bench, never asserted here.
     us = bench_us(50)
-    assert 0 < us < 5000  # loose: the CI machine is shared; the figure is what matters
+    assert us > 0 and math.isfinite(us)
     assert "us per frame" in capsys.readouterr().out
