@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pytak
+with warnings.catch_warnings():
+    # pytak warns at import that aiohttp is missing: only its Marti HTTP API needs it, unused here.
+    warnings.filterwarnings("ignore", message=".*aiohttp.*", category=UserWarning)
+    import pytak
 
 #: CoT's value for an unknown ce, le or hae
 UNKNOWN = 9999999.0

@@ -20,10 +20,14 @@ import datetime as dt
 import logging
 import threading
 import time
+import warnings
 from configparser import ConfigParser, SectionProxy
 from typing import Any
 
-import pytak
+with warnings.catch_warnings():
+    # pytak warns at import that aiohttp is missing: only its Marti HTTP API needs it, unused here.
+    warnings.filterwarnings("ignore", message=".*aiohttp.*", category=UserWarning)
+    import pytak
 
 from agent.core.backoff import Backoff
 from agent.core.config import Config
