@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -12,6 +16,7 @@ from typing import Any
 import pytest
 from mosquitto import make_tls_files
 from takserver import CotClient, Taky
+from util import stop_pid
 
 from agent.core.config import Config, parse_config
 from agent.core.errors import ConfigError
@@ -218,3 +223,79 @@ def test_tls_with_client_certificates(tmp_path: Path):
         client.close()
         server.stop()
         store.close()
+
+
+# --- multicast SA, off loopback ------------------------------------------------------------------
+GROUP, SA_PORT = "239.2.3.1", 6969
+RECEIVER = f"""
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{GROUP}", {SA_PORT}))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton("{GROUP}") + socket.inet_aton(sys.argv[1]))
+s.settimeout(30)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    data, (host, port) = s.recvfrom(65536)
+    print(host, data.hex(), flush=True)
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def two_namespaces():
+    """Two network namespaces joined by a veth pair (10.77.0.1 and .2): a real link, not loopback."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    a, b = f"sks{os.getpid()}a", f"sks{os.getpid()}b"
+    try:
+        _ip("netns", "add", a)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot make a network namespace here: {exc.stderr.decode().strip()}")
+    try:
+        _ip("netns", "add", b)
+        _ip("link", "add", "vA", "netns", a, "type", "veth", "peer", "name", "vB", "netns", b)
+        for ns, dev, addr in ((a, "vA", "10.77.0.1/24"), (b, "vB", "10.77.0.2/24")):
+            _ip("-n", ns, "addr", "add", addr, "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        # no default route in a fresh namespace: multicast goes out of the veth
+        _ip("-n", a, "route", "add", "224.0.0.0/4", "dev", "vA")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.tak
+def test_multicast_sa_reaches_a_listener_on_another_host(tmp_path: Path, two_namespaces):
+    sender_ns, listener_ns = two_namespaces
+    cfg_file = tmp_path / "skysift.yaml"
+    cfg_file.write_text(
+        f"device_id: drone1\nstorage:\n  dir: {tmp_path / 'data'}\n"
+        f"tak:\n  enabled: true\n  url: udp://{GROUP}:{SA_PORT}\n", encoding="utf-8")
+    cfg = parse_config({"storage": {"dir": str(tmp_path / "data")}})
+    store = Store(cfg.db_path)
+    row = _grid_row("f1", [[0.9, 0.2, 0.7]])
+    store.add_frames([row])
+    store.close()
+    listener = subprocess.Popen(["ip", "netns", "exec", listener_ns, sys.executable, "-c", RECEIVER,
+                                 "10.77.0.2", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        sent = subprocess.run(["ip", "netns", "exec", sender_ns, sys.executable,
+                               str(Path(__file__).with_name("tak_send.py")), str(cfg_file)],
+                              timeout=60, capture_output=True, text=True)
+        assert sent.returncode == 0, sent.stderr
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        stop_pid(listener)
+    lines = [line.split() for line in out.splitlines()]
+    assert [host for host, _ in lines] == ["10.77.0.1", "10.77.0.1"]  # from the other namespace
+    events = {e.get("uid"): e for e in (ET.fromstring(bytes.fromhex(h)) for _, h in lines)}
+    _check_event(events["skysift-drone1-f1-0-0"], "skysift-drone1-f1-0-0", row, (0, 0), 0.9)
+    _check_event(events["skysift-drone1-f1-0-2"], "skysift-drone1-f1-0-2", row, (0, 2), 0.7)
