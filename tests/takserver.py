@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from mosquitto import TlsFiles
 from util import free_port, stop_pid, wait_port
 
+ROOT = Path(__file__).resolve().parent.parent
 EVENT_END = re.compile(rb"</event>|<event[^>]*/>")
+
+
+def taky_python() -> str:
+    """The Python that has taky: $SKYSIFT_TAKY_PYTHON, else the .venv-taky that .ci/run makes
+    (taky ships a top-level ``tests`` package, so it stays out of the project's venv)."""
+    python = os.environ.get("SKYSIFT_TAKY_PYTHON") or str(ROOT / ".venv-taky" / "bin" / "python")
+    if not Path(python).exists():
+        pytest.skip(f"taky is not installed ({python}): bash .ci/run installs it")
+    return python
 
 
 class Taky:
@@ -38,8 +49,9 @@ class Taky:
 
     def start(self) -> Taky:
         self.log = open(self.dir / "taky.log", "ab")  # noqa: SIM115  # closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "taky.cot", "-c", str(self.conf), "-l", "debug"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([taky_python(), "-m", "taky.cot", "-c", str(self.conf), "-l", "debug"],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         wait_port(self.port, timeout=30)
         return self
 
