@@ -5,7 +5,7 @@ name, the label reports give it, its priority and the frames it wants. :func:`ow
 targets the configuration turns on; :func:`sync.loop.build_targets` builds one sync target per
 entry, and the targets count their backlog through it. Reports ask :func:`per_target` (per sync
 target: the sync loop, ``skysift sync status``) or :func:`backlog` (frames per delivery
-target: ``skysift status``, MQTT, metrics, systemd), so no two of them can disagree, e.g. about
+target: ``skysift status``, MQTT, TAK, metrics, systemd), so no two of them can disagree, e.g. about
 which images ``sync.upload_images`` sends.
 
 No cloud library is imported here: counting works where google-cloud-* is not installed.
@@ -25,6 +25,8 @@ FLIGHT_ROWS = "bigquery_flights"
 IMAGES = "gcs"
 #: the MQTT live feed's outbox (agent.live): counted here too, so every report shows one number
 MQTT = "mqtt"
+#: the CoT damage markers for ATAK (agent.live.tak): an outbox like MQTT's
+TAK = "tak"
 
 #: the delivery key of an ended flight's current version: a flight that changes after it was
 #: synced (reopened, late frames) is owed again, as a new version
@@ -73,6 +75,7 @@ BIGQUERY_FLIGHTS = OwedFlights(FLIGHT_ROWS, "bigquery_flights", priority=1)
 DAMAGED_IMAGES = Owed(IMAGES, "gcs (damaged images)", priority=2, where=DAMAGED_SQL)
 REST_IMAGES = Owed(IMAGES, "gcs (rest images)", priority=3, where=REST_SQL)
 MQTT_FRAMES = Owed(MQTT, "mqtt", priority=0)
+TAK_FRAMES = Owed(TAK, "tak", priority=0)
 
 
 def owed(cfg: Config) -> list[Owed]:
@@ -94,11 +97,13 @@ def per_target(cfg: Config, store: Store) -> dict[str, int]:
 
 def backlog(cfg: Config, store: Store) -> dict[str, int]:
     """Frames not yet delivered, per configured delivery target (``bigquery``, ``gcs``,
-    ``mqtt``): what ``skysift status``, the MQTT status, metrics and systemd report."""
+    ``mqtt``, ``tak``): what ``skysift status``, the MQTT status, metrics and systemd report."""
     out: dict[str, int] = {}
     for o in owed(cfg):
         if o.frames:
             out[o.target] = out.get(o.target, 0) + o.count(store)
     if cfg.mqtt.host:
         out[MQTT] = MQTT_FRAMES.count(store)
+    if cfg.tak.enabled:
+        out[TAK] = TAK_FRAMES.count(store)
     return out

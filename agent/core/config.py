@@ -33,6 +33,7 @@ from agent.core.config_errors import format_errors, report
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
 from agent.core.config_paths import path_problems, resolve_relative_paths
 from agent.core.config_paths import resolve_secret_path as resolve_secret_path
+from agent.core.config_tak import TakConfig
 from agent.core.config_values import (
     check_device,
     check_extension,
@@ -155,9 +156,7 @@ class ModelConfig(_Section):
         default=128, ge=16, le=8192, description="Frames larger than one tile are cut into tiles of this size."
     )
     damaged_fraction: float = Field(
-        default=0.0,
-        ge=0,
-        lt=1,
+        default=0.0, ge=0, lt=1,
         description="A frame is damaged when more than this fraction of its tiles is damaged "
         "(0: any damaged tile).",
     )
@@ -182,9 +181,7 @@ class ModelConfig(_Section):
     # 128: a frame at max_pixels decoded to 8-bit gray is 114 MB; with the model loaded that
     # keeps the agent under 700 MB RSS (docs in agent/imaging/decode.py).
     max_decode_mb: float = Field(
-        default=128.0,
-        ge=1,
-        le=65536,
+        default=128.0, ge=1, le=65536,
         description="Memory one decode may take (width x height x channels x bytes per sample, "
         "from the header). Larger PNG and JPEG frames are decoded straight to 8-bit gray if "
         "that fits; others are rejected.",
@@ -340,6 +337,7 @@ class Config(_Section):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tak: TakConfig = Field(default_factory=TakConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("device_id")

@@ -139,4 +139,7 @@ def path_problems(cfg: Config, config_dir: Path | None) -> list[tuple[str, str]]
         tls_path = getattr(cfg.mqtt.tls, name)
         if tls_path is not None:
             out.append((f"mqtt.tls.{name}", _existing(tls_path, "file", "file")))
+        tak_path = getattr(cfg.tak.tls, name)
+        if tak_path is not None:
+            out.append((f"tak.tls.{name}", _existing(tak_path, "file", "file")))
     return [(key, problem) for key, problem in out if problem]

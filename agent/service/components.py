@@ -74,7 +74,7 @@ def build_components(cfg: Config) -> list[Component]:
     # Always on: the status state file (<storage.dir>/state.json for `skysift status`) and the
     # systemd notifier (READY, STATUS, WATCHDOG), a no-op outside systemd.
     components: list[Component] = [StateFile(), Notifier()]
-    # The rest import their libraries (prometheus_client, paho, the sync targets) only when
+    # The rest import their libraries (prometheus_client, paho, pytak, the sync targets) only when
     # configured, so `skysift config check` stays quick.
     if cfg.metrics.listen:
         from agent.service.metrics import MetricsServer
@@ -84,6 +84,10 @@ def build_components(cfg: Config) -> list[Component]:
         from agent.live.mqtt import MqttPublisher
 
         components.append(MqttPublisher(cfg))
+    if cfg.tak.enabled:
+        from agent.live.tak import TakSender
+
+        components.append(TakSender(cfg))
     from sync.loop import build as build_sync
 
     sync_loop = build_sync(cfg)  # None when no sync target is configured
