@@ -48,6 +48,11 @@ DAY_S = 86_400.0
 CLOCK_OFFSET_MAX_S = 100 * 366 * DAY_S
 #: MQTT's keep-alive is a 16-bit field; paho's thread dies on a larger one
 MQTT_KEEPALIVE_MAX = 65_535
+#: ground lies between -430 m (the Dead Sea shore) and 8849 m: past 10 km either way is a typo
+ELEVATION_MAX_M = 10_000.0
+#: no camera lens or sensor is a metre long
+FOCAL_MAX_MM = 1_000.0
+CAMERA_MODELS_MAX = 64
 
 
 class _Section(BaseModel):
@@ -200,11 +205,29 @@ class GeotagConfig(_Section):
     camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
         default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
     )
+    ground_elevation_m: float | None = Field(
+        default=None, ge=-ELEVATION_MAX_M, le=ELEVATION_MAX_M,
+        description="Ground height above sea level, when neither the drone nor a DEM gives AGL.",
+    )
+    dem: Path | None = Field(
+        default=None, description="GeoTIFF DEM (metres) the rays are cast onto; loaded once."
+    )
 
 
-class CameraConfig(_Section):
+class CameraModelConfig(_Section):
+    """One camera's interior parameters, used when its files say nothing usable."""
+
     hfov_deg: float | None = Field(default=None, gt=0, lt=180)
+    focal_mm: float | None = Field(default=None, gt=0, le=FOCAL_MAX_MM)
+    sensor_width_mm: float | None = Field(default=None, gt=0, le=FOCAL_MAX_MM)
+
+
+class CameraConfig(CameraModelConfig):
     vfov_deg: float | None = Field(default=None, gt=0, lt=180)
+    models: dict[str, CameraModelConfig] = Field(
+        default_factory=dict, max_length=CAMERA_MODELS_MAX,
+        description="Per EXIF camera Model (e.g. FC6310), over the defaults above.",
+    )
 
 
 class GcsConfig(_Section):

@@ -32,6 +32,10 @@ def captured_at(job: Job, clock_offset_s: float) -> str | None:
     return None
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
 def build_row(
     job: Job,
     flight_id: str,
@@ -46,9 +50,12 @@ def build_row(
     ``now`` is the classification time (one per committed batch); ``positions`` are the
     geotag sources tried after EXIF, in order.
     """
-    frame, img, res = job.frame, job.image, job.result
+    frame, img, res, loc = job.frame, job.image, job.result, job.location
     when = captured_at(job, clock_offset_s)
-    lat, lon, alt, geo_source = geotag(img.exif if img is not None else None, when, positions)
+    if loc is not None:  # located in the decode step, with the same sources
+        lat, lon, alt, geo_source = loc.lat, loc.lon, loc.alt, loc.geo_source
+    else:
+        lat, lon, alt, geo_source = geotag(img.exif if img is not None else None, when, positions)
     row: dict[str, Any] = dict.fromkeys(FRAME_COLUMNS)
     row.update(
         frame_id=job.frame_id,
@@ -70,6 +77,22 @@ def build_row(
         total_ms=round((time.perf_counter() - job.started) * 1000, 3),
         run_id=run_id,
     )
+    if loc is not None:
+        pose = loc.pose
+        row.update(
+            alt_agl=_rounded(pose.alt_agl, 3),
+            alt_msl=_rounded(pose.alt_msl, 3),
+            agl_source=pose.agl_source,
+            yaw=_rounded(pose.yaw, 4),
+            pitch=_rounded(pose.pitch, 4),
+            roll=_rounded(pose.roll, 4),
+            pose_source=pose.pose_source,
+            footprint=loc.footprint,
+            tile_centers=loc.tile_centers,
+            tile_corners=loc.tile_corners,
+        )
+    if "warnings" in FRAME_COLUMNS:  # the column comes with a later migration
+        row["warnings"] = job.warnings or None
     if res is not None and not job.reject:
         row.update(
             label=res.label,
