@@ -225,3 +225,23 @@ def test_telemetry_and_connect_errors_are_bounded_and_named():
     assert connect_error(ConnectionRefusedError(111, "Connection refused")) == (
         "cannot reach the broker: Connection refused")
     assert "resolve" in connect_error(socket.gaierror(-2, "Name or service not known"))
+
+
+def test_frame_message_sends_the_centres_of_the_tiles_damaged_at_the_cards_threshold():
+    from models.card import ModelCard
+
+    def card(threshold, meaning):
+        return ModelCard(dir=Path("."), data={"threshold": threshold, "output": {"meaning": meaning}})
+
+    row = {"frame_id": "a" * 32, "status": "classified", "p_damaged": 0.9,
+           "tile_grid": [[0.9, 0.3], [0.6, 0.95]],
+           "tile_centers": [[[8.0, 47.0], [8.1, 47.0]], [[8.0, 47.1], None]],
+           "tile_corners": [[[8.0, 47.0]]]}
+    msg = frame_message(row, card(0.5, "p_damaged"))
+    assert msg["damaged_tile_centers"] == [[8.0, 47.0], [8.0, 47.1]]  # the unplaced tile is left out
+    assert frame_message(row, card(0.7, "p_damaged"))["damaged_tile_centers"] == [[8.0, 47.0]]
+    # a p_undamaged model at 0.2: damaged when 1 - p_damaged < 0.2
+    assert frame_message(row, card(0.2, "p_undamaged"))["damaged_tile_centers"] == [[8.0, 47.0]]
+    assert "tile_centers" not in msg and "tile_corners" not in msg and "footprint" in msg
+    assert frame_message({**row, "tile_centers": None}, card(0.5, "p_damaged"))[
+        "damaged_tile_centers"] == []

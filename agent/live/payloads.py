@@ -17,13 +17,15 @@ from typing import Any
 from agent import __version__
 from agent.core.config import Config
 from agent.store.columns import FRAME_COLUMNS
+from models.card import ModelCard
 
 #: Frame columns a ``frames`` message leaves out: device-local paths and hashes, the bulky tile
-#: grid, and timings a field team does not act on. Every other column is sent, so a column added
+#: grid and its ground grids (the damaged tiles' centres are sent instead), and timings a field
+#: team does not act on. Every other column is sent, so a column added
 #: to the frames table reaches the ground station without a second list to keep.
 NOT_SENT = frozenset({
     "source", "image_path", "sha256", "bytes", "tile_px", "tile_grid", "width", "height",
-    "precision", "inference_ms", "total_ms", "run_id",
+    "precision", "inference_ms", "total_ms", "run_id", "tile_centers", "tile_corners",
 })
 #: The keys of one ``frames`` message, in column order (rejected frames carry ``reason``).
 FRAME_KEYS = tuple(c for c in FRAME_COLUMNS if c not in NOT_SENT)
@@ -63,11 +65,25 @@ def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def frame_message(row: dict[str, Any]) -> dict[str, Any]:
-    """One ``frames`` message from a frame row (agent/store.py ``frames`` table)."""
+def damaged_tile_centers(row: dict[str, Any], card: ModelCard) -> list[list[float]]:
+    """[lon, lat] of each tile of ``row`` that is damaged at ``card``'s threshold and placed on
+    the ground, row by row."""
+    grid, centres = row.get("tile_grid") or [], row.get("tile_centers") or []
+    return [
+        centre
+        for p_row, c_row in zip(grid, centres, strict=False)  # no centres: not placed
+        for p, centre in zip(p_row, c_row or [], strict=False)
+        if centre is not None and card.tile_damaged(float(p))
+    ]
+
+
+def frame_message(row: dict[str, Any], card: ModelCard | None = None) -> dict[str, Any]:
+    """One ``frames`` message from a frame row (agent/store.py ``frames`` table); with the model's
+    ``card``, also the centres of its damaged tiles (None without a card: not decided here)."""
     msg = {k: row.get(k) for k in FRAME_KEYS}
     if msg["p_damaged"] is not None:
         msg["p_damaged"] = round(float(msg["p_damaged"]), 4)
+    msg["damaged_tile_centers"] = None if card is None else damaged_tile_centers(row, card)
     return msg
 
 
