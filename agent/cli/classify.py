@@ -166,8 +166,12 @@ def _result(job: Job, row: dict) -> dict:
     """One output line's fields, from the row the agent would commit for this file."""
     from agent.ingest import Reject
 
-    res: dict = {"path": job.frame.source, **{k: row[k] for k in ROW_FIELDS}, "error": None}
-    res["pose"] = {k: row[k] for k in ("yaw", "pitch", "roll")}
+    res: dict = {"path": job.frame.source}
+    for k in ROW_FIELDS:
+        if k == "pose_source":
+            res["pose"] = {a: row[a] for a in ("yaw", "pitch", "roll")}
+        res[k] = row[k]
+    res["error"] = None
     res["warnings"] = list(job.warnings)  # always a list: [] when nothing was refused
     if row["status"] == "rejected":
         reason, message = job.reject or Reject("unclassified", "no result")

@@ -153,10 +153,10 @@ class Locator:
         if img is not None:
             warnings += self._ground(loc, data, img.width, img.height, xmp)
         job.location = loc
-        seen = {(w["reason"], w["message"]) for w in job.warnings}
-        for w in warnings:
-            if (w.reason, w.message) not in seen:
-                seen.add((w.reason, w.message))
+        seen = {w["reason"] for w in job.warnings}
+        for w in warnings:  # one per reason: the pose and the rays may both miss the same thing
+            if w.reason not in seen:
+                seen.add(w.reason)
                 job.warnings.append(w.as_dict())
 
     def _ground(self, loc: Location, data: bytes, width: int, height: int, xmp) -> list[GeoWarning]:
