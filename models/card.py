@@ -68,13 +68,6 @@ class ModelCard:
     def output_is_p_undamaged(self) -> bool:
         return self.data.get("output", {}).get("meaning", "p_undamaged") == "p_undamaged"
 
-    def tile_damaged(self, p_damaged: float) -> bool:
-        """One stored tile probability's decision at this card's threshold (as the engines
-        decide it: models.frame.FrameClassifier.is_damaged)."""
-        if self.output_is_p_undamaged:
-            return (1.0 - p_damaged) < self.threshold
-        return p_damaged >= self.threshold
-
     @property
     def sha256(self) -> str:
         """One hash for the whole model: the card file's own sha256 (it pins every file)."""

@@ -23,7 +23,6 @@ from typing import Any
 from agent.core.config import Config
 from agent.store import batches
 from agent.store.db import Store, utcnow
-from models.card import load_card
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
 from sync.clients import bigquery_client, is_transient
 from sync.paths import gcs_uri
@@ -138,7 +137,6 @@ class FrameRows(_LoadJobTarget):
     def __init__(self, cfg: Config, client: Any | None = None, timeout_s: float = 60.0):
         super().__init__(cfg, client, timeout_s)
         self._runs: dict[str, dict | None] = {}
-        self.card = load_card(cfg.model.path)  # decides which tiles a row lists as damaged
 
     def _run(self, store: Store, run_id: str | None) -> dict | None:
         if run_id is None:
@@ -154,8 +152,7 @@ class FrameRows(_LoadJobTarget):
         )
         now = utcnow()
         rows = [
-            frame_row(f, self.cfg.device_id, self._run(store, f.get("run_id")), gcs_uri(self.cfg, f),
-                      now, self.card)
+            frame_row(f, self.cfg.device_id, self._run(store, f.get("run_id")), gcs_uri(self.cfg, f), now)
             for f in frames
         ]
         return [f["frame_id"] for f in frames], rows

@@ -5,7 +5,7 @@
 ``capture_date`` (partitioning: the capture day, else the classification day), ``gcs_uri``
 (where the image is or will be, per ``sync.upload_images``) and ``synced_at`` (when the row
 entered its outbox batch). Partitioned by ``capture_date``, clustered by ``flight_id``.
-The frame's damaged tiles (at the model card's threshold) travel inside its row as the
+The frame's damaged tiles (at its model card's threshold: agent.store.tiles) travel inside its row as the
 REPEATED RECORD ``damaged_tile_locations`` {row, col, p_damaged, center, polygon}, so a frame is
 one row of one load job however many tiles it has (``UNNEST`` it, as sync/heatmap.sql does).
 
@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from agent.store.columns import FRAME_COLUMNS
-from models.card import ModelCard
+from agent.store.tiles import damaged_cells
 
 #: BigQuery type, mode and description of every local frame column. The column list itself is
 #: agent.store.columns.FRAME_COLUMNS: a column added there without an entry here fails at import,
@@ -200,36 +200,25 @@ def _tile_polygon(corners: Any, r: int, c: int) -> str | None:
     return _polygon({"type": "Polygon", "coordinates": [ring + [ring[0]]]})
 
 
-def damaged_tile_locations(frame: dict[str, Any], card: ModelCard | None) -> list[dict[str, Any]]:
-    """One record per tile damaged at ``card``'s threshold; none without a card or a grid."""
-    grid = frame.get("tile_grid")
-    if card is None or not isinstance(grid, list):
-        return []
+def damaged_tile_locations(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per damaged tile of ``frame`` (at its model card's threshold, see
+    agent.store.tiles), with its ground centre and quadrilateral where known."""
     centres, corners = frame.get("tile_centers"), frame.get("tile_corners")
     out = []
-    for r, p_row in enumerate(grid):
-        for c, p in enumerate(p_row):
-            if not isinstance(p, (int, float)) or not math.isfinite(p) or not card.tile_damaged(p):
-                continue
-            centre = _cell(centres, r, c)
-            out.append({
-                "row": r, "col": c, "p_damaged": float(p),
-                "center": _point(centre[1], centre[0]) if centre else None,
-                "polygon": _tile_polygon(corners, r, c),
-            })
+    for r, c, p in damaged_cells(frame):
+        centre = _cell(centres, r, c)
+        out.append({
+            "row": r, "col": c, "p_damaged": p,
+            "center": _point(centre[1], centre[0]) if centre else None,
+            "polygon": _tile_polygon(corners, r, c),
+        })
     return out
 
 
 def frame_row(
-    frame: dict[str, Any],
-    device_id: str,
-    run: dict[str, Any] | None,
-    gcs_uri: str | None,
-    synced_at: str,
-    card: ModelCard | None = None,
+    frame: dict[str, Any], device_id: str, run: dict[str, Any] | None, gcs_uri: str | None, synced_at: str
 ) -> dict[str, Any]:
-    """The BigQuery row of one local frame row (JSON-ready, for a load job); ``card`` decides
-    which tiles are damaged (without one, the row lists none)."""
+    """The BigQuery row of one local frame row (JSON-ready, for a load job)."""
     row = {k: _finite(frame.get(k)) for k, *_ in FRAME_FIELDS}
     grid = row.get("tile_grid")
     if grid is not None:
@@ -239,7 +228,7 @@ def frame_row(
     row["gcs_uri"] = gcs_uri
     row["position"] = _point(row.get("lat"), row.get("lon"))
     row["footprint"] = _polygon(frame.get("footprint"))
-    row["damaged_tile_locations"] = damaged_tile_locations(frame, card)
+    row["damaged_tile_locations"] = damaged_tile_locations(frame)
     row["capture_date"] = _date(frame.get("captured_at") or frame.get("classified_at"))
     for k in RUN_FIELDS:
         row[k] = (run or {}).get(k)

@@ -228,20 +228,17 @@ def test_telemetry_and_connect_errors_are_bounded_and_named():
 
 
 def test_frame_message_sends_the_centres_of_the_tiles_damaged_at_the_cards_threshold():
-    from models.card import ModelCard
-
-    def card(threshold, meaning):
-        return ModelCard(dir=Path("."), data={"threshold": threshold, "output": {"meaning": meaning}})
-
-    row = {"frame_id": "a" * 32, "status": "classified", "p_damaged": 0.9,
+    # damaged_tiles is the classifier's count at its card's threshold: the most probable ones
+    row = {"frame_id": "a" * 32, "status": "classified", "p_damaged": 0.95, "damaged_tiles": 2,
            "tile_grid": [[0.9, 0.3], [0.6, 0.95]],
-           "tile_centers": [[[8.0, 47.0], [8.1, 47.0]], [[8.0, 47.1], None]],
+           "tile_centers": [[[8.0, 47.0], [8.1, 47.0]], [[8.0, 47.1], [8.1, 47.1]]],
            "tile_corners": [[[8.0, 47.0]]]}
-    msg = frame_message(row, card(0.5, "p_damaged"))
-    assert msg["damaged_tile_centers"] == [[8.0, 47.0], [8.0, 47.1]]  # the unplaced tile is left out
-    assert frame_message(row, card(0.7, "p_damaged"))["damaged_tile_centers"] == [[8.0, 47.0]]
-    # a p_undamaged model at 0.2: damaged when 1 - p_damaged < 0.2
-    assert frame_message(row, card(0.2, "p_undamaged"))["damaged_tile_centers"] == [[8.0, 47.0]]
+    msg = frame_message(row)
+    assert msg["damaged_tile_centers"] == [[8.0, 47.0], [8.1, 47.1]]  # 0.9 and 0.95, grid order
+    assert frame_message({**row, "damaged_tiles": 3})["damaged_tile_centers"] == [
+        [8.0, 47.0], [8.0, 47.1], [8.1, 47.1]]
+    unplaced = {**row, "tile_centers": [[[8.0, 47.0], None], [[8.0, 47.1], None]]}
+    assert frame_message(unplaced)["damaged_tile_centers"] == [[8.0, 47.0]]
     assert "tile_centers" not in msg and "tile_corners" not in msg and "footprint" in msg
-    assert frame_message({**row, "tile_centers": None}, card(0.5, "p_damaged"))[
-        "damaged_tile_centers"] == []
+    assert frame_message({**row, "tile_centers": None})["damaged_tile_centers"] == []
+    assert frame_message({**row, "damaged_tiles": 0})["damaged_tile_centers"] == []

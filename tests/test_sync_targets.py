@@ -343,7 +343,7 @@ def test_init_adds_the_damaged_tiles_record_to_an_old_frames_table_once(cloud, t
     assert [f.name for f in client.get_table(frames_id).schema] == list(schema)
 
 
-def test_damaged_tiles_land_inside_the_frame_row_by_the_cards_threshold(env, tmp_path, aerial_tiles):
+def test_damaged_tiles_land_inside_the_frame_row(env, tmp_path, aerial_tiles):
     cfg = env("none")
     store = Store(cfg.db_path)
     row = make_frames(store, aerial_tiles, tmp_path / "in", 1)[0]
@@ -351,7 +351,7 @@ def test_damaged_tiles_land_inside_the_frame_row_by_the_cards_threshold(env, tmp
     corners = [[[7.9995, 47.0005], [8.0005, 47.0005], [8.0015, 47.0005]],
                [[7.9995, 46.9995], [8.0005, 46.9995], [8.0015, 46.9995]]]
     store.db["frames"].update(row["frame_id"], {
-        "tile_grid": json.dumps([[0.9, 0.2]]), "tile_centers": json.dumps(centres),
+        "tile_grid": json.dumps([[0.9, 0.2]]), "damaged_tiles": 1, "tile_centers": json.dumps(centres),
         "tile_corners": json.dumps(corners),
     })
     res = Syncer(cfg, store, build_targets(cfg)).cycle()
@@ -360,7 +360,7 @@ def test_damaged_tiles_land_inside_the_frame_row_by_the_cards_threshold(env, tmp
         f"SELECT d.row, d.col, d.p_damaged, ST_X(d.center) AS x, ST_Y(d.center) AS y, "
         f"ST_AREA(d.polygon) AS area FROM `{table_ids(cfg)['frames']}` f, "
         f"UNNEST(f.damaged_tile_locations) d WHERE f.frame_id = '{row['frame_id']}'").result()]
-    # the shipped card's threshold: only the 0.9 tile is damaged
+    # one tile damaged at the card's threshold: the 0.9 one
     assert len(got) == 1 and (got[0]["row"], got[0]["col"]) == (0, 0)
     assert (got[0]["x"], got[0]["y"]) == (pytest.approx(8.0), pytest.approx(47.0))
     assert got[0]["area"] == pytest.approx(76 * 111, rel=0.05)  # ~0.001 deg lon x 0.001 deg lat

@@ -24,7 +24,6 @@ from agent.core.config import Config
 from agent.live.client import MAX_INFLIGHT
 from agent.live.payloads import dumps, frame_message
 from agent.store.db import Store
-from models.card import load_card
 from sync.pending import MQTT
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ class Outbox:
         self.client = client
         self.topic = topic
         self.max_inflight = max_inflight
-        self.card = load_card(cfg.model.path)  # decides which tiles a message calls damaged
         self.inflight: dict[int, InFlight] = {}
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -140,7 +138,7 @@ class Outbox:
             if len(rows) == room:
                 self.may_have_more()  # a full batch: there may be more behind it
             for row in rows:
-                info = self.client.publish(self.topic, dumps(frame_message(row, self.card)), qos=qos)
+                info = self.client.publish(self.topic, dumps(frame_message(row)), qos=qos)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     log.warning("MQTT publish of frame %s failed: %s", row["frame_id"], mqtt.error_string(info.rc))
                     self.may_have_more()

@@ -17,7 +17,7 @@ from typing import Any
 from agent import __version__
 from agent.core.config import Config
 from agent.store.columns import FRAME_COLUMNS
-from models.card import ModelCard
+from agent.store.tiles import damaged_cells
 
 #: Frame columns a ``frames`` message leaves out: device-local paths and hashes, the bulky tile
 #: grid and its ground grids (the damaged tiles' centres are sent instead), and timings a field
@@ -65,25 +65,25 @@ def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def damaged_tile_centers(row: dict[str, Any], card: ModelCard) -> list[list[float]]:
-    """[lon, lat] of each tile of ``row`` that is damaged at ``card``'s threshold and placed on
-    the ground, row by row."""
-    grid, centres = row.get("tile_grid") or [], row.get("tile_centers") or []
-    return [
-        centre
-        for p_row, c_row in zip(grid, centres, strict=False)  # no centres: not placed
-        for p, centre in zip(p_row, c_row or [], strict=False)
-        if centre is not None and card.tile_damaged(float(p))
-    ]
+def damaged_tile_centers(row: dict[str, Any]) -> list[list[float]]:
+    """[lon, lat] of each damaged tile of ``row`` (at its model card's threshold, see
+    agent.store.tiles) that is placed on the ground, in grid order."""
+    centres = row.get("tile_centers") or []
+    out = []
+    for r, c, _ in damaged_cells(row):
+        centre = centres[r][c] if r < len(centres) and centres[r] and c < len(centres[r]) else None
+        if centre is not None:
+            out.append(centre)
+    return out
 
 
-def frame_message(row: dict[str, Any], card: ModelCard | None = None) -> dict[str, Any]:
-    """One ``frames`` message from a frame row (agent/store.py ``frames`` table); with the model's
-    ``card``, also the centres of its damaged tiles (None without a card: not decided here)."""
+def frame_message(row: dict[str, Any]) -> dict[str, Any]:
+    """One ``frames`` message from a frame row (agent/store.py ``frames`` table), with the
+    ground centres of its damaged tiles."""
     msg = {k: row.get(k) for k in FRAME_KEYS}
     if msg["p_damaged"] is not None:
         msg["p_damaged"] = round(float(msg["p_damaged"]), 4)
-    msg["damaged_tile_centers"] = None if card is None else damaged_tile_centers(row, card)
+    msg["damaged_tile_centers"] = damaged_tile_centers(row)
     return msg
 
 
