@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -28,14 +27,19 @@ from pydantic import (
     model_validator,
 )
 
+# the geotag and camera sections live in their own module; other rooms import them from here.
+from agent.core.config_geo import CameraConfig, GeotagConfig
+from agent.core.config_geo import CameraModelConfig as CameraModelConfig
+
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
 from agent.core.config_paths import path_problems
 from agent.core.config_paths import resolve_secret_path as resolve_secret_path
 from agent.core.config_values import (
+    DAY_S,
+    Section,
     check_device,
     check_host,
     check_listen,
-    check_timezone,
     check_topic_prefix,
 )
 from agent.core.errors import ConfigError
@@ -43,25 +47,11 @@ from agent.core.yamlfile import load_yaml
 
 # Upper bounds: a value past these is a typo, and some would crash at run time (a wait of .inf
 # seconds or int(1e308 MB) raises OverflowError deep inside a thread).
-DAY_S = 86_400.0
-#: camera clock minus GPS time: a camera never set since its battery died is decades off
-CLOCK_OFFSET_MAX_S = 100 * 366 * DAY_S
 #: MQTT's keep-alive is a 16-bit field; paho's thread dies on a larger one
 MQTT_KEEPALIVE_MAX = 65_535
-#: ground lies between -430 m (the Dead Sea shore) and 8849 m: past 10 km either way is a typo
-ELEVATION_MAX_M = 10_000.0
-#: no camera lens or sensor is a metre long
-FOCAL_MAX_MM = 1_000.0
-CAMERA_MODELS_MAX = 64
 
 
-class _Section(BaseModel):
-    # extra="forbid": a typo such as `modle:` or `tile_size:` must fail loudly, not be ignored.
-    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats but never a valid setting.
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
-
-
-class SourceConfig(_Section):
+class SourceConfig(Section):
     folder: Path | None = Field(
         default=None,
         description="Watched folder. Each subfolder is a flight; files directly in the root "
@@ -110,7 +100,7 @@ class SourceConfig(_Section):
         return self
 
 
-class StorageConfig(_Section):
+class StorageConfig(Section):
     dir: Path = Field(default=Path("skysift-data"), description="Database, frames and state.")
     max_gb: float | None = Field(
         default=None,
@@ -128,7 +118,7 @@ class StorageConfig(_Section):
 Precision = Literal["auto", "f32", "bf16", "f16", "int8"]
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     path: Path | None = Field(
         default=None, description="Model directory with model_card.json. Default: shipped model."
     )
@@ -190,53 +180,13 @@ class ModelConfig(_Section):
         return v
 
 
-class GeotagConfig(_Section):
-    track: Path | None = Field(
-        default=None, description="GPX or CSV (time,lat,lon[,alt]) track, interpolated by time."
-    )
-    max_gap_s: float = Field(
-        default=30.0, gt=0, le=DAY_S,
-        description="No position is interpolated across a longer track gap.",
-    )
-    clock_offset_s: float = Field(
-        default=0.0, ge=-CLOCK_OFFSET_MAX_S, le=CLOCK_OFFSET_MAX_S,
-        description="Added to camera capture times (camera clock minus GPS time).",
-    )
-    camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
-        default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
-    )
-    ground_elevation_m: float | None = Field(
-        default=None, ge=-ELEVATION_MAX_M, le=ELEVATION_MAX_M,
-        description="Ground height above sea level, when neither the drone nor a DEM gives AGL.",
-    )
-    dem: Path | None = Field(
-        default=None, description="GeoTIFF DEM (metres) the rays are cast onto; loaded once."
-    )
-
-
-class CameraModelConfig(_Section):
-    """One camera's interior parameters, used when its files say nothing usable."""
-
-    hfov_deg: float | None = Field(default=None, gt=0, lt=180)
-    focal_mm: float | None = Field(default=None, gt=0, le=FOCAL_MAX_MM)
-    sensor_width_mm: float | None = Field(default=None, gt=0, le=FOCAL_MAX_MM)
-
-
-class CameraConfig(CameraModelConfig):
-    vfov_deg: float | None = Field(default=None, gt=0, lt=180)
-    models: dict[str, CameraModelConfig] = Field(
-        default_factory=dict, max_length=CAMERA_MODELS_MAX,
-        description="Per EXIF camera Model (e.g. FC6310), over the defaults above.",
-    )
-
-
-class GcsConfig(_Section):
+class GcsConfig(Section):
     bucket: str | None = None
     prefix: str = "skysift"
     endpoint: str | None = Field(default=None, description="e.g. an emulator's http://127.0.0.1:4443")
 
 
-class BigQueryConfig(_Section):
+class BigQueryConfig(Section):
     project: str | None = None
     dataset: str = "skysift"
     table: str = "frames"
@@ -244,7 +194,7 @@ class BigQueryConfig(_Section):
     location: str | None = None
 
 
-class SyncConfig(_Section):
+class SyncConfig(Section):
     gcs: GcsConfig = Field(default_factory=GcsConfig)
     bigquery: BigQueryConfig = Field(default_factory=BigQueryConfig)
     upload_images: Literal["all", "damaged", "none"] = "damaged"
@@ -259,7 +209,7 @@ class SyncConfig(_Section):
     backoff_max_s: float = Field(default=300.0, gt=0, le=DAY_S)
 
 
-class MqttTlsConfig(_Section):
+class MqttTlsConfig(Section):
     # TLS is on only with a CA (certificates are always verified); a client certificate is
     # loaded with its key (paho's tls_set(certfile, keyfile)), so the three go together.
     ca_file: Path | None = None
@@ -285,7 +235,7 @@ class MqttTlsConfig(_Section):
         return v
 
 
-class MqttConfig(_Section):
+class MqttConfig(Section):
     host: Annotated[str, AfterValidator(check_host)] | None = Field(
         default=None, description="No host: MQTT is off."
     )
@@ -316,13 +266,13 @@ class MqttConfig(_Section):
     command_burst: int = Field(default=5, ge=1, le=1000)
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     listen: Annotated[str, AfterValidator(check_listen)] | None = Field(
         default=None, description="host:port of the Prometheus endpoint; off when unset."
     )
 
 
-class Config(_Section):
+class Config(Section):
     device_id: str = Field(default_factory=socket.gethostname)
     source: SourceConfig = Field(default_factory=SourceConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
