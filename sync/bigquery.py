@@ -222,7 +222,8 @@ class FlightRows(_LoadJobTarget):
 def init_dataset(cfg: Config, client: Any | None = None) -> list[str]:
     """Create the dataset, both tables and the de-duplicated views; return what was done.
 
-    Idempotent: existing objects are kept (a changed schema is not migrated here).
+    Idempotent: existing objects are kept, and an existing table only gains the fields it
+    lacks (:func:`add_missing_fields`); a second run changes nothing.
     """
     from google.cloud import bigquery
 
@@ -248,12 +249,33 @@ def init_dataset(cfg: Config, client: Any | None = None) -> list[str]:
         t.description = "skysift results (see sync/schema.py)"
         client.create_table(t, exists_ok=True)
         done.append(f"table {ids[key]} (partitioned by {part}, clustered by {', '.join(cluster)})")
+        added = add_missing_fields(client, ids[key], fields)
+        if added:
+            done.append(f"table {ids[key]}: added {', '.join(added)}")
     sql = Path(__file__).with_name("views.sql").read_text(encoding="utf-8")
     quoted = {k: f"`{v}`" for k, v in ids.items()}
     for stmt in _statements(sql):
         client.query(stmt.format(**quoted)).result()
     done.append(f"views {ids['frames_dedup']}, {ids['flights_latest']}")
     return done
+
+
+def add_missing_fields(client: Any, table_id: str, fields: list[tuple[str, str, str, str]]) -> list[str]:
+    """Add to an existing table the top-level fields of ``fields`` it lacks; their names.
+
+    BigQuery only lets a schema grow by NULLABLE or REPEATED fields appended at the end, which
+    is all a newer skysift adds; existing fields are never changed (a type change needs a new
+    table). Nothing to add: no update_table call at all.
+    """
+    table = client.get_table(table_id)
+    have = {f.name for f in table.schema}
+    missing = [f for f in fields if f[0] not in have]
+    if not missing:
+        return []
+    table.schema = list(table.schema) + bq_schema([(n, t, m if m != "REQUIRED" else "NULLABLE", d)
+                                                   for n, t, m, d in missing])
+    client.update_table(table, ["schema"])
+    return [f[0] for f in missing]
 
 
 def _statements(sql: str) -> list[str]:

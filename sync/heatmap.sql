@@ -1,8 +1,12 @@
--- skysift damage heat map, cloud side: the share of damaged frames per grid cell.
+-- skysift damage heat map, cloud side: the damaged tiles per grid cell, where they lie.
 --
 -- The same question as the offline report's heat map (`skysift report`), asked of every frame
--- every device has synced: where is the damage? One row per grid cell that holds at least
--- @min_frames classified frames with a position, hottest first, with the cell as a GEOGRAPHY
+-- every device has synced: where is the damage? The heat is counted by tile position: each
+-- damaged tile (the frame row's damaged_tile_locations, at the model card's threshold) falls in
+-- the cell of its own centre on the ground, not in the cell under the drone, so an oblique
+-- frame's damage is not put where the drone was. Frames are counted by their own position
+-- (the coverage: how often a cell was seen). One row per grid cell that holds at least
+-- @min_frames classified frames, or a damaged tile, hottest first, with the cell as a GEOGRAPHY
 -- polygon (for BigQuery Geo Viz, Looker Studio or a GeoJSON export) and its centre as a point.
 --
 -- Placeholder: {frames_dedup} is the de-duplicated frames view created by `skysift sync init`
@@ -25,8 +29,18 @@
 -- (ST_GEOGPOINT, ST_X, ST_Y, ST_MAKELINE, ST_MAKEPOLYGON, ST_AREA, ST_ASGEOJSON); the test
 -- tests/test_heatmap_sql.py runs this file against the emulator.
 
-WITH located AS (
+WITH chosen AS (
+  SELECT *
+  FROM {frames_dedup}
+  WHERE status = 'classified'
+    AND (@flight_id IS NULL OR flight_id = @flight_id)
+    AND (@since IS NULL OR COALESCE(captured_at, classified_at) >= @since)
+),
+
+located AS (
+  -- one point per frame (kind 'frame') and one per located damaged tile (kind 'tile')
   SELECT
+    'frame' AS kind,
     flight_id,
     label,
     p_damaged,
@@ -38,10 +52,18 @@ WITH located AS (
       position,
       IF(lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180, ST_GEOGPOINT(lon, lat), NULL)
     ) AS geo
-  FROM {frames_dedup}
-  WHERE status = 'classified'
-    AND (@flight_id IS NULL OR flight_id = @flight_id)
-    AND (@since IS NULL OR COALESCE(captured_at, classified_at) >= @since)
+  FROM chosen
+  UNION ALL
+  SELECT
+    'tile' AS kind,
+    f.flight_id,
+    NULL AS label,
+    d.p_damaged,
+    NULL AS tiles,
+    NULL AS damaged_tiles,
+    f.captured_at,
+    d.center AS geo
+  FROM chosen f, UNNEST(f.damaged_tile_locations) d
 ),
 
 indexed AS (
@@ -72,17 +94,18 @@ cells AS (
     row_ix,
     col_ix,
     ANY_VALUE(lon_step) AS lon_step,
-    COUNT(*) AS frames,
-    COUNTIF(label = 'damaged') AS damaged_frames,
-    SUM(tiles) AS tiles,
-    SUM(damaged_tiles) AS damaged_tiles,
+    COUNTIF(kind = 'frame') AS frames,
+    COUNTIF(kind = 'frame' AND label = 'damaged') AS damaged_frames,
+    COALESCE(SUM(tiles), 0) AS tiles,
+    COALESCE(SUM(damaged_tiles), 0) AS damaged_tiles,
+    COUNTIF(kind = 'tile') AS located_damaged_tiles,
     MAX(p_damaged) AS max_p_damaged,
     COUNT(DISTINCT flight_id) AS flights,
     MIN(captured_at) AS first_captured_at,
     MAX(captured_at) AS last_captured_at
   FROM gridded
   GROUP BY row_ix, col_ix
-  HAVING COUNT(*) >= @min_frames
+  HAVING COUNTIF(kind = 'frame') >= @min_frames OR COUNTIF(kind = 'tile') > 0
 ),
 
 bounds AS (
@@ -108,9 +131,12 @@ shaped AS (
 SELECT
   row_ix,
   col_ix,
+  -- the heat: damaged tiles whose centre lies in this cell
+  located_damaged_tiles,
+  SAFE_DIVIDE(located_damaged_tiles, ST_AREA(cell) / 1e6) AS damaged_tiles_per_km2,
   frames,
   damaged_frames,
-  -- the heat: which share of the frames seen here show damage
+  -- which share of the frames taken over this cell show damage (NULL: no frame centre here)
   SAFE_DIVIDE(damaged_frames, frames) AS damaged_share,
   tiles,
   damaged_tiles,
@@ -128,4 +154,4 @@ SELECT
   cell,
   ST_ASGEOJSON(cell) AS cell_geojson
 FROM shaped
-ORDER BY damaged_share DESC, damaged_frames DESC, row_ix, col_ix
+ORDER BY located_damaged_tiles DESC, damaged_share DESC, damaged_frames DESC, row_ix, col_ix

@@ -5,6 +5,9 @@
 ``capture_date`` (partitioning: the capture day, else the classification day), ``gcs_uri``
 (where the image is or will be, per ``sync.upload_images``) and ``synced_at`` (when the row
 entered its outbox batch). Partitioned by ``capture_date``, clustered by ``flight_id``.
+The frame's damaged tiles (at its model card's threshold: agent.store.tiles) travel inside its row as the
+REPEATED RECORD ``damaged_tile_locations`` {row, col, p_damaged, center, polygon}, so a frame is
+one row of one load job however many tiles it has (``UNNEST`` it, as sync/heatmap.sql does).
 
 ``flights``: one row per ended flight (a flight reopened and ended again adds a row; the
 ``flights_latest`` view keeps the last). Partitioned by ``start_date``, clustered by flight.
@@ -17,6 +20,7 @@ import math
 from typing import Any
 
 from agent.store.columns import FRAME_COLUMNS
+from agent.store.tiles import damaged_cells
 
 #: BigQuery type, mode and description of every local frame column. The column list itself is
 #: agent.store.columns.FRAME_COLUMNS: a column added there without an entry here fails at import,
@@ -76,6 +80,10 @@ _ADDED_AFTER: dict[str, list[tuple[str, str, str, str]]] = {
     "alt": [
         ("position", "GEOGRAPHY", "NULLABLE", "POINT(lon lat)"),
     ],
+    "footprint": [
+        ("damaged_tile_locations", "RECORD", "REPEATED",
+         "The tiles damaged at the model card's threshold, where they lie on the ground"),
+    ],
     "classified_at": [
         ("capture_date", "DATE", "NULLABLE", "Partition: date of captured_at, else classified_at"),
     ],
@@ -108,6 +116,17 @@ def _frame_fields() -> list[tuple[str, str, str, str]]:
 #: (name, type, mode, description) of the BigQuery frames table, in column order
 FRAME_FIELDS: list[tuple[str, str, str, str]] = _frame_fields()
 
+#: The fields of each RECORD column
+RECORD_FIELDS: dict[str, list[tuple[str, str, str, str]]] = {
+    "damaged_tile_locations": [
+        ("row", "INT64", "REQUIRED", "Tile row in tile_grid"),
+        ("col", "INT64", "REQUIRED", "Tile column in tile_grid"),
+        ("p_damaged", "FLOAT64", "NULLABLE", "The tile's probability of damage"),
+        ("center", "GEOGRAPHY", "NULLABLE", "POINT of the tile centre on the ground"),
+        ("polygon", "GEOGRAPHY", "NULLABLE", "The tile's ground quadrilateral"),
+    ],
+}
+
 FLIGHT_FIELDS: list[tuple[str, str, str, str]] = [
     ("flight_id", "STRING", "REQUIRED", "Flight id"),
     ("device_id", "STRING", "REQUIRED", "Device"),
@@ -130,7 +149,10 @@ FLIGHTS_TABLE = "flights"
 def bq_schema(fields: list[tuple[str, str, str, str]]) -> list[Any]:
     from google.cloud import bigquery
 
-    return [bigquery.SchemaField(n, t, mode=m, description=d) for n, t, m, d in fields]
+    return [
+        bigquery.SchemaField(n, t, mode=m, description=d, fields=bq_schema(RECORD_FIELDS.get(n, [])))
+        for n, t, m, d in fields
+    ]
 
 
 def _date(ts: str | None) -> str | None:
@@ -165,6 +187,35 @@ def _polygon(geojson: Any) -> str | None:
     return "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in pts) + "))"
 
 
+def _cell(grid: Any, r: int, c: int) -> Any:
+    try:
+        return grid[r][c]
+    except (TypeError, IndexError):
+        return None
+
+
+def _tile_polygon(corners: Any, r: int, c: int) -> str | None:
+    ring = [_cell(corners, r + dr, c + dc) for dr, dc in ((0, 0), (0, 1), (1, 1), (1, 0))]
+    if any(p is None for p in ring):
+        return None
+    return _polygon({"type": "Polygon", "coordinates": [ring + [ring[0]]]})
+
+
+def damaged_tile_locations(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per damaged tile of ``frame`` (at its model card's threshold, see
+    agent.store.tiles), with its ground centre and quadrilateral where known."""
+    centres, corners = frame.get("tile_centers"), frame.get("tile_corners")
+    out = []
+    for r, c, p in damaged_cells(frame):
+        centre = _cell(centres, r, c)
+        out.append({
+            "row": r, "col": c, "p_damaged": p,
+            "center": _point(centre[1], centre[0]) if centre else None,
+            "polygon": _tile_polygon(corners, r, c),
+        })
+    return out
+
+
 def frame_row(
     frame: dict[str, Any], device_id: str, run: dict[str, Any] | None, gcs_uri: str | None, synced_at: str
 ) -> dict[str, Any]:
@@ -179,6 +230,7 @@ def frame_row(
     row["gcs_uri"] = gcs_uri
     row["position"] = _point(row.get("lat"), row.get("lon"))
     row["footprint"] = _polygon(frame.get("footprint"))
+    row["damaged_tile_locations"] = damaged_tile_locations(frame)
     row["capture_date"] = _date(frame.get("captured_at") or frame.get("classified_at"))
     for k in RUN_FIELDS:
         row[k] = (run or {}).get(k)

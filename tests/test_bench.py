@@ -22,6 +22,7 @@ from agent.bench.report import to_markdown
 from agent.bench.runner import BenchOptions
 from agent.bench.workloads import make_frames, make_tiles
 from agent.imaging.decode import read_exif
+from agent.imaging.xmp import read_xmp
 from agent.store.db import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +81,9 @@ def test_frames_workload_is_camera_like(shared_data, bench_work):
         assert exif.lat == pytest.approx(37.585, abs=0.01) and exif.lon == pytest.approx(36.93, abs=0.01)
         assert exif.alt == pytest.approx(120.0)
         assert exif.captured_at and exif.captured_at.startswith("2026-02-06T09:30")
+        xmp = read_xmp(data)  # the DJI pose a drone writes, for the geometry's cost
+        assert (xmp.pitch, xmp.rel_alt, xmp.focal_px, xmp.warnings) == (-80.0, 80.0, 3000.0, [])
+        assert xmp.lat == pytest.approx(exif.lat, abs=1e-6) and xmp.yaw in (90.0, 270.0)
     # frames differ by their EXIF: the capture time moves 2 s per frame
     assert read_exif(w.files[1].read_bytes()).captured_at != read_exif(w.files[0].read_bytes()).captured_at
 
@@ -152,7 +156,9 @@ def _run_bench(tmp_path: Path, shared_data: Path, *args: str, work: Path | None 
 def _check_stages(st: dict, n: int, tiles: int) -> None:
     assert st["frames"] == n and st["rows_in_db"] == n and st["rejected"] == 0
     assert st["tiles"] == tiles
-    assert set(st["stage_ms_per_frame"]) == {"discover", "read_decode", "classify", "geotag", "commit"}
+    assert set(st["stage_ms_per_frame"]) == {
+        "discover", "read_decode", "locate", "classify", "geotag", "commit",
+    }
     assert all(v >= 0 for v in st["stage_ms_per_frame"].values())
     assert st["stage_ms_per_frame"]["read_decode"] > 0 and st["stage_ms_per_frame"]["classify"] > 0
     # the stages are timed inside the loop: together they cannot exceed the loop's time
@@ -213,6 +219,9 @@ def test_bench_frames_smoke(shared_data, tmp_path, bench_work):
     f = rep["workloads"]["frames"]
     assert f["files"] == 2 and f["tile_px"] == 512 and f["meta"]["tiles_per_frame"] == 48
     _check_stages(f["stages"], 2, 96)
+    # the frames carry a DJI pose, so the geometry is really run and reported in microseconds
+    assert f["stages"]["stage_ms_per_frame"]["locate"] > 0
+    assert "| locate (us per frame) |" in md
     assert f["handbuilt"]["rows_in_db"] == 2 and f["handbuilt"]["tiles_per_frame"] == 48
     if "pipeline" in f:
         _check_pipeline(f["pipeline"], 2, 96)

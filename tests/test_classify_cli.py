@@ -113,3 +113,18 @@ def test_overrides(conf, exif_samples, capsys):
     assert main(["-c", str(conf), "classify", "--json", "--engine", "tensorflow", gps]) == 0
     t = _rows(capsys.readouterr().out)[0]
     assert (t["engine"], t["tiles"]) == ("tensorflow", 20)
+
+
+def test_json_has_the_ground_fields_and_a_warnings_list(conf, exif_samples, tmp_path, capsys):
+    """A camera photo with GPS but no pose: placed, not located on the ground, and told why."""
+    gps = exif_samples / "gps" / "DSCN0010.jpg"
+    missing = tmp_path / "missing.jpg"
+    assert main(["-c", str(conf), "classify", "--json", str(gps), str(missing)]) == 1
+    ok, failed = _rows(capsys.readouterr().out)
+    assert ok["lat"] is not None and ok["alt_agl"] is None and ok["agl_source"] == "none"
+    assert ok["pose"] == {"yaw": None, "pitch": -90.0, "roll": 0.0}
+    assert ok["pose_source"] == "nadir_heading_unknown" and ok["footprint"] is None
+    reasons = [w["reason"] for w in ok["warnings"]]
+    assert reasons == ["no_agl", "heading_unknown"]  # one per reason
+    assert failed["error"]["reason"] == "unreadable" and failed["warnings"] == []
+    assert "tile_centers" not in ok  # only with --grid

@@ -178,3 +178,32 @@ def test_cli_prints_the_sql_for_the_configured_view(tmp_path):
     assert out.stdout.count("@cell_m") >= 3
     with pytest.raises(ReportError, match="sync.bigquery.project"):
         heatmap_sql(parse_config({}))
+
+
+def test_damage_is_counted_where_the_damaged_tiles_lie(bigquery_emulator):  # noqa: F811
+    """An oblique frame over (43.0, 11.0) whose damaged tiles lie ~1 km north: the heat is there."""
+    from sync.bigquery import init_dataset, table_ids
+    from sync.schema import frame_row
+
+    cfg = parse_config({"device_id": DEVICE, "sync": {"bigquery": {
+        "project": BQ_PROJECT, "dataset": unique("heattiles"), "endpoint": bigquery_emulator.endpoint}}})
+    init_dataset(cfg)
+    far = [[11.0, 43.009], [11.0003, 43.009], [11.0006, 43.009]]  # one 100 m cell, ~1 km north
+    frame = {
+        "frame_id": "f" * 32, "flight_id": "oblique", "status": "classified", "label": "damaged",
+        "p_damaged": 0.9, "tiles": 3, "damaged_tiles": 2, "tile_grid": [[0.9, 0.1, 0.8]],
+        "lat": 43.0, "lon": 11.0, "captured_at": "2026-02-06T10:00:00Z",
+        "classified_at": "2026-02-06T10:00:01Z", "tile_centers": [far],
+    }
+    row = frame_row(frame, DEVICE, None, None, "2026-02-06T12:00:00Z")
+    assert len(row["damaged_tile_locations"]) == 2  # the two most probable: 0.9 and 0.8
+    client = bq_client(bigquery_emulator.endpoint)
+    ids = table_ids(cfg)
+    client.load_table_from_json([row], ids["frames"]).result()
+    got = _heatmap((client, ids, [frame]))
+    tile_cell, frame_cell = _cell(43.009, 11.0003, 100.0), _cell(43.0, 11.0, 100.0)
+    cells = {(r["row_ix"], r["col_ix"]): r for r in got}
+    assert set(cells) == {tile_cell, frame_cell}
+    assert (cells[tile_cell]["located_damaged_tiles"], cells[tile_cell]["frames"]) == (2, 0)
+    assert (cells[frame_cell]["located_damaged_tiles"], cells[frame_cell]["frames"]) == (0, 1)
+    assert (got[0]["row_ix"], got[0]["col_ix"]) == tile_cell  # hottest first: by tile position

@@ -225,3 +225,20 @@ def test_telemetry_and_connect_errors_are_bounded_and_named():
     assert connect_error(ConnectionRefusedError(111, "Connection refused")) == (
         "cannot reach the broker: Connection refused")
     assert "resolve" in connect_error(socket.gaierror(-2, "Name or service not known"))
+
+
+def test_frame_message_sends_the_centres_of_the_tiles_damaged_at_the_cards_threshold():
+    # damaged_tiles is the classifier's count at its card's threshold: the most probable ones
+    row = {"frame_id": "a" * 32, "status": "classified", "p_damaged": 0.95, "damaged_tiles": 2,
+           "tile_grid": [[0.9, 0.3], [0.6, 0.95]],
+           "tile_centers": [[[8.0, 47.0], [8.1, 47.0]], [[8.0, 47.1], [8.1, 47.1]]],
+           "tile_corners": [[[8.0, 47.0]]]}
+    msg = frame_message(row)
+    assert msg["damaged_tile_centers"] == [[8.0, 47.0], [8.1, 47.1]]  # 0.9 and 0.95, grid order
+    assert frame_message({**row, "damaged_tiles": 3})["damaged_tile_centers"] == [
+        [8.0, 47.0], [8.0, 47.1], [8.1, 47.1]]
+    unplaced = {**row, "tile_centers": [[[8.0, 47.0], None], [[8.0, 47.1], None]]}
+    assert frame_message(unplaced)["damaged_tile_centers"] == [[8.0, 47.0]]
+    assert "tile_centers" not in msg and "tile_corners" not in msg and "footprint" in msg
+    assert frame_message({**row, "tile_centers": None})["damaged_tile_centers"] == []
+    assert frame_message({**row, "damaged_tiles": 0})["damaged_tile_centers"] == []

@@ -130,3 +130,12 @@ def test_ground_columns_round_trip_and_the_tiles_view_has_a_row_per_tile(tmp_pat
         (1, 0, 0.2, 11.00025, 43.00025), (1, 1, 0.8, 11.00075, 43.00025),
     ]
     store.close()
+
+
+def test_damaged_cells_are_the_most_probable_tiles_of_the_count():
+    from agent.store.tiles import damaged_cells
+
+    row = {"tile_grid": [[0.2, 0.9], [0.9, float("nan")]], "damaged_tiles": 2}
+    assert damaged_cells(row) == [(0, 1, 0.9), (1, 0, 0.9)]
+    assert damaged_cells({**row, "damaged_tiles": 1}) == [(0, 1, 0.9)]  # a tie: grid order
+    assert damaged_cells({**row, "damaged_tiles": 0}) == [] == damaged_cells({"tile_grid": None})

@@ -43,6 +43,7 @@ def test_bigquery_frame_columns_are_the_local_columns_plus_its_own():
     assert {"tile_centers", "tile_corners"} == _NOT_SENT  # they travel as the damaged tiles
     assert set(names) - set(FRAME_COLUMNS) == {
         "device_id", "gcs_uri", "position", "capture_date", "synced_at", *RUN_FIELDS,
+        "damaged_tile_locations",
     }
 
 

@@ -318,3 +318,49 @@ def test_order_rows_then_damaged_then_rest(env, tmp_path, aerial_tiles):
     rank = [0 if t == "bigquery" else 1 if lab == "damaged" else 2 for t, lab in order]
     assert rank == sorted(rank)
     assert len(rank) == 80
+
+
+def test_init_adds_the_damaged_tiles_record_to_an_old_frames_table_once(cloud, tmp_path):
+    from google.cloud import bigquery
+
+    from sync.schema import FRAME_FIELDS, bq_schema
+
+    _, gcs, bq = cloud
+    cfg = _config({"bucket": "unused", "dataset": unique("ds")}, "drone", "none", gcs, bq, tmp_path)
+    client = bq_client(cfg.sync.bigquery.endpoint)
+    client.create_dataset(f"{cfg.sync.bigquery.project}.{cfg.sync.bigquery.dataset}")
+    old = [f for f in FRAME_FIELDS if f[0] not in ("damaged_tile_locations", "footprint")]
+    frames_id = table_ids(cfg)["frames"]
+    client.create_table(bigquery.Table(frames_id, schema=bq_schema(old)))
+    first = init_dataset(cfg)
+    assert f"table {frames_id}: added footprint, damaged_tile_locations" in first
+    schema = {f.name: f for f in client.get_table(frames_id).schema}
+    rec = schema["damaged_tile_locations"]
+    assert (rec.field_type, rec.mode) == ("RECORD", "REPEATED")
+    assert {f.name: f.field_type for f in rec.fields}["polygon"] == "GEOGRAPHY"
+    second = init_dataset(cfg)  # run twice = no change
+    assert not [line for line in second if "added" in line]
+    assert [f.name for f in client.get_table(frames_id).schema] == list(schema)
+
+
+def test_damaged_tiles_land_inside_the_frame_row(env, tmp_path, aerial_tiles):
+    cfg = env("none")
+    store = Store(cfg.db_path)
+    row = make_frames(store, aerial_tiles, tmp_path / "in", 1)[0]
+    centres = [[[8.0, 47.0], [8.001, 47.0]]]
+    corners = [[[7.9995, 47.0005], [8.0005, 47.0005], [8.0015, 47.0005]],
+               [[7.9995, 46.9995], [8.0005, 46.9995], [8.0015, 46.9995]]]
+    store.db["frames"].update(row["frame_id"], {
+        "tile_grid": json.dumps([[0.9, 0.2]]), "damaged_tiles": 1, "tile_centers": json.dumps(centres),
+        "tile_corners": json.dumps(corners),
+    })
+    res = Syncer(cfg, store, build_targets(cfg)).cycle()
+    assert res.all_done
+    got = [dict(r) for r in bq_client(cfg.sync.bigquery.endpoint).query(
+        f"SELECT d.row, d.col, d.p_damaged, ST_X(d.center) AS x, ST_Y(d.center) AS y, "
+        f"ST_AREA(d.polygon) AS area FROM `{table_ids(cfg)['frames']}` f, "
+        f"UNNEST(f.damaged_tile_locations) d WHERE f.frame_id = '{row['frame_id']}'").result()]
+    # one tile damaged at the card's threshold: the 0.9 one
+    assert len(got) == 1 and (got[0]["row"], got[0]["col"]) == (0, 0)
+    assert (got[0]["x"], got[0]["y"]) == (pytest.approx(8.0), pytest.approx(47.0))
+    assert got[0]["area"] == pytest.approx(76 * 111, rel=0.05)  # ~0.001 deg lon x 0.001 deg lat

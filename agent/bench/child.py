@@ -97,13 +97,14 @@ def mode_stages(args: dict) -> None:
     ctx = AgentContext(cfg=cfg, bus=EventBus(), stats=Stats(), stop=threading.Event())
     counts = ingest.Counts()
     reader = ingest.Reader(cfg.model.max_file_mb, counts)
-    decoder = ingest.Decoder(cfg.model, clf.input_px, cfg.geotag.camera_timezone, counts)
+    locator = ingest.Locator(cfg)  # the frames carry a DJI pose: the geometry is really run
+    decoder = ingest.Decoder(cfg.model, clf.input_px, cfg.geotag.camera_timezone, counts, locator)
     classifier = ingest.ClassifierStage(clf, counts)
     flights = ingest.FlightTracker(ctx, cfg.db_path)
     committer = ingest.Committer(ctx, flights, ingest.SpaceGuard(ctx), ingest.InFlight(), counts)
     store = Store(cfg.db_path)
 
-    stage = dict.fromkeys(("discover", "read_decode", "classify", "geotag", "commit"), 0.0)
+    stage = dict.fromkeys(("discover", "read_decode", "locate", "classify", "geotag", "commit"), 0.0)
     t = time.perf_counter()
     source = FolderSource(args["root"], settle_seconds=0.0, use_watcher=False)
     frames = list(source.frames(ctx.stop, once=True))
@@ -127,6 +128,8 @@ def mode_stages(args: dict) -> None:
             first_result_s = since_spawn_s()
     loop_s = time.perf_counter() - t_loop
     stage["geotag"], stage["commit"] = counts.timings["geotag"], counts.timings["commit"]
+    stage["locate"] = counts.timings["locate"]  # timed inside decode(): its own line, not twice
+    stage["read_decode"] -= stage["locate"]
     classified = [r for r in committed if r["status"] == "classified"]
     emit(
         {

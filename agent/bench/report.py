@@ -200,7 +200,7 @@ def _thread_section(wl: dict[str, dict]) -> list[str]:
           if (e.get("pipeline") or {}).get("pipeline_thread_ms_per_frame")}
     if not th:
         return []
-    order = ["read", "decode", "classify", "geotag", "commit"]
+    order = ["read", "decode", "locate", "classify", "geotag", "commit"]
     seen = {n for t in th.values() for n in t}
     # the pipeline's stages in pipeline order, then any counter a newer agent adds
     names = [n for n in order if n in seen] + sorted(seen - set(order))
@@ -220,14 +220,21 @@ def _stages_section(wl: dict[str, dict]) -> list[str]:
     st = {k: e["stages"] for k, e in wl.items() if e.get("stages")}
     if not st:
         return []
-    names = ["discover", "read_decode", "classify", "geotag", "commit"]
+    names = ["discover", "read_decode", "locate", "classify", "geotag", "commit"]
     rows = [[name] + [_f(s["stage_ms_per_frame"].get(name), ".3f") for s in st.values()] for name in names]
+    # the geometry (XMP pose, camera, rays for corners, tile centres and tile corners) in us
+    rows.append(["locate (us per frame)"] + [_f(_us(s["stage_ms_per_frame"].get("locate")), ".0f")
+                                             for s in st.values()])
     rows.append(["**total**"] + [_f(sum(s["stage_ms_per_frame"].values()), ".3f") for s in st.values()])
     rows.append(["frames/s, one thread"] + [_f(s.get("frames_per_s_sequential"), ".0f") for s in st.values()])
     rows.append(["model compile (s)"] + [_f(s.get("compile_s"), ".2f") for s in st.values()])
     rows.append(["peak RSS (MB)"] + [_f(s.get("peak_rss_mb"), ".0f") for s in st.values()])
     lines = ["## Time per stage (stages called in turn, one thread)", ""]
     return lines + _table(["ms per frame"] + [_title(k) for k in st], rows)
+
+
+def _us(ms: float | None) -> float | None:
+    return None if ms is None else ms * 1000
 
 
 def _baseline_section(wl: dict[str, dict]) -> list[str]:

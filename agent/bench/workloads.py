@@ -10,8 +10,9 @@ Two workloads, as the agent meets them in the field:
   (4000/tile_px) x (3000/tile_px) tiles the model can classify, 48 at 500 px) with a colour cast
   and sensor noise; the noise is what brings a JPEG to a camera's file size, and JPEG decoding
   cost grows with it. Frames are made distinct by an EXIF block (GPS position and capture time,
-  different for every frame) spliced into a few distinct encoded mosaics, which is what a camera
-  does too and costs no re-encoding.
+  different for every frame) and a DJI-style XMP packet (the gimbal pose, so the frames are
+  located on the ground as a drone's are) spliced into a few distinct encoded mosaics, which is
+  what a camera does too and costs no re-encoding.
 
 Workloads are cached in a work directory with a manifest, so repeated runs reuse them.
 """
@@ -232,6 +233,25 @@ def exif_block(lat: float, lon: float, alt: float, when: datetime, index: int) -
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
+def xmp_block(lat: float, lon: float, msl: float, agl: float, yaw: float, pitch: float) -> bytes:
+    """A JPEG APP1 XMP segment as a DJI drone writes it: position, altitudes, gimbal pose and
+    the calibrated focal length, so the bench's frames are located as a drone's would be."""
+    packet = (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" '
+        f'drone-dji:GpsLatitude="{lat:.7f}" drone-dji:GpsLongitude="{lon:.7f}" '
+        f'drone-dji:AbsoluteAltitude="{msl:+.2f}" drone-dji:RelativeAltitude="{agl:+.2f}" '
+        f'drone-dji:GimbalYawDegree="{yaw:+.1f}" drone-dji:GimbalPitchDegree="{pitch:+.1f}" '
+        f'drone-dji:GimbalRollDegree="+0.0" drone-dji:FlightYawDegree="{yaw:+.1f}" '
+        'drone-dji:CalibratedFocalLength="3000.0"/></rdf:RDF></x:xmpmeta>'
+        '<?xpacket end="w"?>'
+    ).encode()
+    body = b"http://ns.adobe.com/xap/1.0/\x00" + packet
+    return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+
+
 def _with_exif(jpeg: bytes, app1: bytes) -> bytes:
     # EXIF belongs right after SOI; drop the encoder's JFIF APP0 so the file looks like a camera's.
     assert jpeg[:2] == b"\xff\xd8"
@@ -243,8 +263,8 @@ def _with_exif(jpeg: bytes, app1: bytes) -> bytes:
 
 
 def make_frames(data_dir: Path, out: Path, n: int, tile_px: int = 500, seed: int = 0) -> Workload:
-    """``n`` distinct 4000x3000 JPEG frames of about 3.5 MB with EXIF GPS (see module doc)."""
-    spec = {"kind": "frames", "n": n, "tile_px": tile_px, "seed": seed, "v": 1}
+    """``n`` distinct 4000x3000 JPEG frames of about 3.5 MB with EXIF GPS and DJI XMP pose."""
+    spec = {"kind": "frames", "n": n, "tile_px": tile_px, "seed": seed, "v": 2}  # v2: DJI XMP
     if (w := _cached(out, spec)) is not None:
         return w
     src = shared_tiles(data_dir)
@@ -269,7 +289,9 @@ def make_frames(data_dir: Path, out: Path, n: int, tile_px: int = 500, seed: int
         # A lawnmower survey over a city block: ~10 m between frames, one frame every 2 s.
         lat = 37.5850 + (i // 40) * 0.0001
         lon = 36.9300 + (i % 40) * 0.0001 * (1 if (i // 40) % 2 == 0 else -1)
-        data = _with_exif(bases[i % len(bases)], exif_block(lat, lon, 120.0, t0 + timedelta(seconds=2 * i), i))
+        yaw = 90.0 if (i // 40) % 2 == 0 else 270.0  # along the survey line
+        app1 = exif_block(lat, lon, 120.0, t0 + timedelta(seconds=2 * i), i)
+        data = _with_exif(bases[i % len(bases)], app1 + xmp_block(lat, lon, 120.0, 80.0, yaw, -80.0))
         path = d / f"DJI_{i:05d}.jpg"
         path.write_bytes(data)
         total += len(data)
@@ -283,6 +305,7 @@ def make_frames(data_dir: Path, out: Path, n: int, tile_px: int = 500, seed: int
         "mean_bytes": total // max(n, 1),
         "format": "jpeg",
         "exif_gps": True,
+        "xmp_pose": True,
     }
     w = Workload("frames", out / "inbox", flight, files, tile_px, total, meta)
     _write_manifest(w, spec)

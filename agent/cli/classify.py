@@ -80,7 +80,15 @@ def _model_cfg(args: argparse.Namespace, cfg):
 
 def run(args: argparse.Namespace) -> int:
     from agent.cli.common import load
-    from agent.ingest import BatchSizer, ClassifierStage, Counts, Decoder, Reader, build_row
+    from agent.ingest import (
+        BatchSizer,
+        ClassifierStage,
+        Counts,
+        Decoder,
+        Locator,
+        Reader,
+        build_row,
+    )
     from agent.store.db import utcnow
     from drivers.base import Frame
     from models.factory import create_frame_classifier
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     # The agent's own stages, so that a file classified here gets the agent's answer.
     counts = Counts()
     reader = Reader(mcfg.max_file_mb, counts)
-    decoder = Decoder(mcfg, fc.input_px, cfg.geotag.camera_timezone, counts)
+    locator = Locator(cfg.model_copy(update={"model": mcfg}))  # --tile-px moves the tiles
+    decoder = Decoder(mcfg, fc.input_px, cfg.geotag.camera_timezone, counts, locator)
     stage = ClassifierStage(fc, counts)
     sizer = BatchSizer()
     tally = {"damaged": 0, "undamaged": 0, "failed": 0}
@@ -112,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.json:
                     if not args.grid:
                         row.pop("grid", None)
+                        row.pop("tile_centers", None)
                     out.write(json.dumps(row) + "\n")
                 else:
                     out.write(_human(row) + "\n")
@@ -147,7 +157,8 @@ def _classify(jobs: list[Job], decoder: Decoder, stage: ClassifierStage) -> None
 #: the JSON fields taken from the frame's row as they are
 ROW_FIELDS = (
     "label", "p_damaged", "engine", "device", "precision", "tiles", "damaged_tiles", "width",
-    "height", "lat", "lon", "alt", "captured_at", "inference_ms", "sha256",
+    "height", "lat", "lon", "alt", "alt_agl", "agl_source", "pose_source", "footprint",
+    "captured_at", "inference_ms", "sha256",
 )
 
 
@@ -155,14 +166,21 @@ def _result(job: Job, row: dict) -> dict:
     """One output line's fields, from the row the agent would commit for this file."""
     from agent.ingest import Reject
 
-    res: dict = {"path": job.frame.source, **{k: row[k] for k in ROW_FIELDS}, "error": None}
-    res["warnings"] = row["warnings"] or []  # [{reason, message}]: quirks of a decoded file
+    res: dict = {"path": job.frame.source}
+    for k in ROW_FIELDS:
+        if k == "pose_source":
+            res["pose"] = {a: row[a] for a in ("yaw", "pitch", "roll")}
+        res[k] = row[k]
+    res["error"] = None
+    # always a list, [] when none: the decoder's quirks and the geometry's refusals, {reason, message}
+    res["warnings"] = row.get("warnings") or []
     if row["status"] == "rejected":
         reason, message = job.reject or Reject("unclassified", "no result")
         res["error"] = {"reason": reason, "message": message}
         return res
     res["p_damaged"] = round(row["p_damaged"], 5)
     res["grid"] = row["tile_grid"]
+    res["tile_centers"] = row["tile_centers"]
     return res
 
 

@@ -19,8 +19,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -30,16 +28,21 @@ from pydantic import (
 
 from agent.core.config_errors import format_errors, report
 
+# the geotag and camera sections live in their own module; other rooms import them from here.
+from agent.core.config_geo import CameraConfig, GeotagConfig
+from agent.core.config_geo import CameraModelConfig as CameraModelConfig
+
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
 from agent.core.config_paths import path_problems, resolve_relative_paths
 from agent.core.config_paths import resolve_secret_path as resolve_secret_path
 from agent.core.config_tak import TakConfig
 from agent.core.config_values import (
+    DAY_S,
+    Section,
     check_device,
     check_extension,
     check_host,
     check_listen,
-    check_timezone,
     check_topic_prefix,
 )
 from agent.core.errors import ConfigError
@@ -47,9 +50,6 @@ from agent.core.yamlfile import load_yaml
 
 # Upper bounds: a value past these is a typo, and some would crash at run time (a wait of .inf
 # seconds or int(1e308 MB) raises OverflowError deep inside a thread).
-DAY_S = 86_400.0
-#: camera clock minus GPS time: a camera never set since its battery died is decades off
-CLOCK_OFFSET_MAX_S = 100 * 366 * DAY_S
 #: MQTT's keep-alive is a 16-bit field; paho's thread dies on a larger one
 MQTT_KEEPALIVE_MAX = 65_535
 #: SD-card files that are no frames; DNG too: DJI writes a JPEG twin, and a DNG reads as a TIFF
@@ -60,13 +60,7 @@ DEFAULT_IGNORE_EXTENSIONS = (
 )
 
 
-class _Section(BaseModel):
-    # extra="forbid": a typo such as `modle:` or `tile_size:` must fail loudly, not be ignored.
-    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats but never a valid setting.
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
-
-
-class SourceConfig(_Section):
+class SourceConfig(Section):
     folder: Path | None = Field(
         default=None,
         description="Watched folder. Each subfolder is a flight; files directly in the root "
@@ -120,7 +114,7 @@ class SourceConfig(_Section):
         return self
 
 
-class StorageConfig(_Section):
+class StorageConfig(Section):
     dir: Path = Field(default=Path("skysift-data"), description="Database, frames and state.")
     max_gb: float | None = Field(
         default=None,
@@ -138,7 +132,7 @@ class StorageConfig(_Section):
 Precision = Literal["auto", "f32", "bf16", "f16", "int8"]
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     path: Path | None = Field(
         default=None, description="Model directory with model_card.json. Default: shipped model."
     )
@@ -196,47 +190,20 @@ class ModelConfig(_Section):
         return v
 
 
-class GeotagConfig(_Section):
-    track: Path | None = Field(
-        default=None, description="GPX or CSV (time,lat,lon[,alt]) track, interpolated by time."
-    )
-    max_gap_s: float = Field(
-        default=30.0, gt=0, le=DAY_S,
-        description="No position is interpolated across a longer track gap.",
-    )
-    clock_offset_s: float = Field(
-        default=0.0, ge=-CLOCK_OFFSET_MAX_S, le=CLOCK_OFFSET_MAX_S,
-        description="Added to camera capture times (camera clock minus GPS time).",
-    )
-    camera_timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
-        default="UTC", description="Time zone of EXIF DateTimeOriginal (it carries none)."
-    )
-    srt: Literal["auto", "off"] = Field(
-        default="auto",
-        description="auto: a DJI .SRT flight log in the watched folder is a track for the "
-        "frames taken while it ran; off: .SRT files are only ignored.",
-    )
-
-
-class CameraConfig(_Section):
-    hfov_deg: float | None = Field(default=None, gt=0, lt=180)
-    vfov_deg: float | None = Field(default=None, gt=0, lt=180)
-
-
-class ReportConfig(_Section):
+class ReportConfig(Section):
     basemap: Path | None = Field(
         default=None, description="Your own raster MBTiles file, drawn under the frames (offline)."
     )
     thumb_px: int = Field(default=256, ge=32, le=2048, description="Long side of mosaic images.")
 
 
-class GcsConfig(_Section):
+class GcsConfig(Section):
     bucket: str | None = None
     prefix: str = "skysift"
     endpoint: str | None = Field(default=None, description="e.g. an emulator's http://127.0.0.1:4443")
 
 
-class BigQueryConfig(_Section):
+class BigQueryConfig(Section):
     project: str | None = None
     dataset: str = "skysift"
     table: str = "frames"
@@ -248,7 +215,7 @@ class BigQueryConfig(_Section):
     quota_window_s: float | None = Field(default=None, gt=0, le=DAY_S)
 
 
-class SyncConfig(_Section):
+class SyncConfig(Section):
     gcs: GcsConfig = Field(default_factory=GcsConfig)
     bigquery: BigQueryConfig = Field(default_factory=BigQueryConfig)
     upload_images: Literal["all", "damaged", "none"] = "damaged"
@@ -263,7 +230,7 @@ class SyncConfig(_Section):
     backoff_max_s: float = Field(default=300.0, gt=0, le=DAY_S)
 
 
-class MqttTlsConfig(_Section):
+class MqttTlsConfig(Section):
     # TLS is on only with a CA (certificates are always verified); a client certificate is
     # loaded with its key (paho's tls_set(certfile, keyfile)), so the three go together.
     ca_file: Path | None = None
@@ -289,7 +256,7 @@ class MqttTlsConfig(_Section):
         return v
 
 
-class MqttConfig(_Section):
+class MqttConfig(Section):
     host: Annotated[str, AfterValidator(check_host)] | None = Field(
         default=None, description="No host: MQTT is off."
     )
@@ -320,13 +287,13 @@ class MqttConfig(_Section):
     command_burst: int = Field(default=5, ge=1, le=1000)
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     listen: Annotated[str, AfterValidator(check_listen)] | None = Field(
         default=None, description="host:port of the Prometheus endpoint; off when unset."
     )
 
 
-class Config(_Section):
+class Config(Section):
     device_id: str = Field(default_factory=socket.gethostname)
     source: SourceConfig = Field(default_factory=SourceConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -131,6 +131,8 @@ def path_problems(cfg: Config, config_dir: Path | None) -> list[tuple[str, str]]
         out.append(("model.cache_dir", _creatable_dir(cfg.model.cache_dir)))
     if cfg.geotag.track is not None:
         out.append(("geotag.track", _existing(cfg.geotag.track, "file", "track")))
+    if cfg.geotag.dem is not None:
+        out.append(("geotag.dem", _existing(cfg.geotag.dem, "file", "DEM")))
     if cfg.sync.credentials_file is not None:
         out.append(("sync.credentials_file", _secret(cfg.sync.credentials_file, config_dir)))
     if cfg.mqtt.password_file is not None:

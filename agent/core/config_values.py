@@ -10,6 +10,20 @@ import ipaddress
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import BaseModel, ConfigDict
+
+#: the upper bound of a duration in seconds: a value past it is a typo, and some would crash at
+#: run time (a wait of .inf seconds raises OverflowError deep inside a thread)
+DAY_S = 86_400.0
+
+
+class Section(BaseModel):
+    """The base of every configuration section (agent.core.config and its section modules)."""
+
+    # extra="forbid": a typo such as `modle:` or `tile_size:` must fail loudly, not be ignored.
+    # allow_inf_nan=False: `.inf` and `.nan` are valid YAML floats but never a valid setting.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
 # OpenVINO has no API that lists every device name it accepts (``available_devices`` lists only
 # the hardware present here), so the documented names are kept here. A real device that is absent
 # from this host passes this check and is skipped at run time; a typo such as `GPUU` does not.

@@ -42,6 +42,7 @@ class CameraExif:
     focal_plane_x_res: float | None = None  # pixels per unit, at pixel_x_dimension wide
     focal_plane_unit: int | None = None
     pixel_x_dimension: int | None = None  # the width the focal-plane resolution refers to
+    model: str | None = None  # EXIF Image Model (e.g. FC6310): picks the config's overrides
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,14 @@ def read_camera_exif(data: bytes) -> CameraExif:
         return CameraExif()
     unit = _ratio(tags, "EXIF FocalPlaneResolutionUnit")
     width = _ratio(tags, "EXIF ExifImageWidth")
+    model = tags.get("Image Model")
     return CameraExif(
         focal_mm=_ratio(tags, "EXIF FocalLength"),
         focal_35mm=_ratio(tags, "EXIF FocalLengthIn35mmFilm"),
         focal_plane_x_res=_ratio(tags, "EXIF FocalPlaneXResolution"),
         focal_plane_unit=None if unit is None else int(unit),
         pixel_x_dimension=None if width is None else int(width),
+        model=str(model.values).strip(" \x00") or None if model is not None else None,
     )
 
 

@@ -1,9 +1,11 @@
 """Where and when a frame was taken.
 
-Order of trust for the position: the file's own EXIF GPS (``geo_source='exif'``); else a track
+Order of trust for the position: the file's own EXIF GPS (``geo_source='exif'``); else the
+position in its XMP packet (``'xmp'``, a drone's own record); else a track
 (a GPX or CSV file, or a drone's DJI ``.SRT`` flight log found beside the frames, see
-:mod:`agent.imaging.srt`) interpolated at the frame's capture time (``'track'``); else a live telemetry
-source such as the MQTT subscriber registered as ``ctx.telemetry`` (``'telemetry'``); else none.
+:mod:`agent.imaging.srt`) interpolated at the frame's capture time (``'track'``); else a live telemetry source such as the
+MQTT subscriber registered as ``ctx.telemetry`` (``'telemetry'``); else none. A source may also
+know the height above ground and the heading (:func:`telemetry_at`), whatever gave the position.
 
 Capture time (``captured_at``): EXIF DateTimeOriginal (read in ``geotag.camera_timezone``), else
 the time the agent grabbed a live camera frame, else the file's modification time. Times that
@@ -36,6 +38,8 @@ class Position:
     time: datetime  # UTC
     #: metres above the take-off point (a drone's barometer), where the source has it
     rel_alt: float | None = None
+    agl: float | None = None  # metres above ground, when the source measures it
+    heading: float | None = None  # degrees clockwise from true north
 
 
 @runtime_checkable
@@ -241,20 +245,11 @@ def _float_or_none(v: Any) -> float | None:
         return None
 
 
-def geotag(
-    exif: Any, captured_at: str | None, sources: list[PositionSource]
-) -> tuple[float | None, float | None, float | None, str]:
-    """Return ``(lat, lon, alt, geo_source)`` for a frame.
-
-    ``exif`` is an :class:`agent.imaging.decode.ExifInfo` (or ``None``); ``sources`` are tried in order
-    at ``captured_at`` (ISO UTC). A source that fails is logged and skipped: geotagging never
-    costs a frame its classification.
-    """
-    if exif is not None and getattr(exif, "lat", None) is not None and getattr(exif, "lon", None) is not None:
-        return exif.lat, exif.lon, getattr(exif, "alt", None), "exif"
+def _positions(captured_at: str | None, sources: list[PositionSource]):
+    """(source, position) of each source that knows where the vehicle was at ``captured_at``."""
     when = parse_time(captured_at)
     if when is None:
-        return None, None, None, "none"
+        return
     for src in sources:
         try:
             pos = src.position_at(when)
@@ -262,5 +257,33 @@ def geotag(
             log.exception("position source %r failed", src)
             continue
         if pos is not None:
-            return pos.lat, pos.lon, pos.alt, getattr(src, "geo_source", "telemetry")
-    return None, None, None, "none"
+            yield src, pos
+
+
+def geotag(
+    exif: Any, captured_at: str | None, sources: list[PositionSource], xmp: Any = None
+) -> tuple[float | None, float | None, float | None, str]:
+    """Return ``(lat, lon, alt, geo_source)`` for a frame.
+
+    ``exif`` is an :class:`agent.imaging.decode.ExifInfo` (or ``None``), ``xmp`` an
+    :class:`agent.imaging.xmp.XmpInfo` (or ``None``); ``sources`` are tried in order at
+    ``captured_at`` (ISO UTC). A source that fails is logged and skipped: geotagging never
+    costs a frame its classification.
+    """
+    if exif is not None and getattr(exif, "lat", None) is not None and getattr(exif, "lon", None) is not None:
+        return exif.lat, exif.lon, getattr(exif, "alt", None), "exif"
+    if xmp is not None and xmp.lat is not None and xmp.lon is not None:
+        return xmp.lat, xmp.lon, xmp.alt_msl, "xmp"
+    found = next(_positions(captured_at, sources), None)
+    if found is None:
+        return None, None, None, "none"
+    src, pos = found
+    return pos.lat, pos.lon, pos.alt, getattr(src, "geo_source", "telemetry")
+
+
+def telemetry_at(captured_at: str | None, sources: list[PositionSource]) -> Position | None:
+    """The first position at ``captured_at`` that carries a height above ground or a heading."""
+    for _, pos in _positions(captured_at, sources):
+        if pos.agl is not None or pos.heading is not None:
+            return pos
+    return None

@@ -8,6 +8,7 @@ from agent.ingest.commit import Committer
 from agent.ingest.decoder import BatchSizer, Decoder
 from agent.ingest.flights import FlightTracker
 from agent.ingest.job import Counts, Job, PipelineError, Reject
+from agent.ingest.locate import Location, Locator
 from agent.ingest.pipeline import Pipeline
 from agent.ingest.reader import InFlight, Reader, record_files
 from agent.ingest.rows import build_row, captured_at
@@ -23,6 +24,8 @@ __all__ = [
     "FlightTracker",
     "InFlight",
     "Job",
+    "Location",
+    "Locator",
     "Pipeline",
     "PipelineError",
     "Reader",

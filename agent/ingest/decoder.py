@@ -1,4 +1,5 @@
-"""Decoding a read frame into the grayscale image the classifier tiles, and batch sizing."""
+"""Decoding a read frame into the grayscale image the classifier tiles (and locating it on the
+ground while its bytes are at hand), and batch sizing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from agent.core.config import ModelConfig
 from agent.core.errors import ImageError
 from agent.imaging.decode import decode_image
 from agent.ingest.job import Counts, Job, Reject
+from agent.ingest.locate import Locator
 
 log = logging.getLogger(__name__)
 
@@ -16,13 +18,21 @@ log = logging.getLogger(__name__)
 class Decoder:
     """Decodes ``job.data`` into ``job.image`` (or sets ``job.reject``), then lets the bytes go."""
 
-    def __init__(self, model: ModelConfig, input_px: int, camera_timezone: str | None, counts: Counts):
+    def __init__(
+        self,
+        model: ModelConfig,
+        input_px: int,
+        camera_timezone: str | None,
+        counts: Counts,
+        locator: Locator | None = None,
+    ):
         self.tile_px = model.tile_px
         self.max_pixels = model.max_pixels
         self.max_decode_bytes = int(model.max_decode_mb * 1024 * 1024)
         self.input_px = input_px
         self.camera_timezone = camera_timezone
         self.counts = counts
+        self.locator = locator
 
     def decode(self, job: Job) -> None:
         t0 = time.perf_counter()
@@ -41,10 +51,19 @@ class Decoder:
         except Exception as exc:  # a decoder bug must cost one frame, not the agent
             log.warning("%s: unexpected decoder failure: %r", job.frame.source, exc)
             job.reject = Reject("corrupt", f"decoder failure: {exc!r}")
-        if not job.camera:
-            job.data = None  # the camera JPEG is still to be saved; file bytes are done with
         job.decode_ms = (time.perf_counter() - t0) * 1000
         self.counts.timings["decode"] += job.decode_ms / 1000
+        if self.locator is not None and job.image is not None:
+            t1 = time.perf_counter()
+            try:
+                self.locator.locate(job, job.data or b"")
+            except Exception as exc:  # a geometry bug must cost the frame its location, no more
+                log.warning("%s: unexpected locator failure: %r", job.frame.source, exc)
+                job.warnings.append({"reason": "locate_failed", "message": repr(exc)})
+            job.locate_ms = (time.perf_counter() - t1) * 1000
+            self.counts.timings["locate"] += job.locate_ms / 1000
+        if not job.camera:
+            job.data = None  # the camera JPEG is still to be saved; file bytes are done with
 
 
 class BatchSizer:

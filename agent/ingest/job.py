@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from agent.core.errors import SkysiftError
 from agent.imaging.decode import DecodedImage
 from drivers.base import Frame
 from models.base import FrameResult
 
+if TYPE_CHECKING:
+    from agent.ingest.locate import Location
+
 #: the stages whose time is summed in :attr:`Counts.timings` (``skysift bench`` reports them)
-STAGES = ("read", "decode", "classify", "geotag", "commit")
+STAGES = ("read", "decode", "locate", "classify", "geotag", "commit")
 
 
 class PipelineError(SkysiftError):
@@ -45,8 +48,13 @@ class Job:
     retry_in: float | None = None
     #: copies of this content met while it was on its way; recorded as files once it commits
     copies: list[Job] = field(default_factory=list)
+    #: where on the ground, set by the locator in the decode step (None: not located)
+    location: Location | None = None
+    #: why a value of the row is missing or was refused: {reason, message} dicts
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     read_ms: float = 0.0
     decode_ms: float = 0.0
+    locate_ms: float = 0.0
 
     @property
     def classifiable(self) -> bool:

@@ -37,6 +37,7 @@ from agent.ingest.commit import Committer
 from agent.ingest.decoder import BatchSizer, Decoder
 from agent.ingest.flights import FlightTracker
 from agent.ingest.job import Counts, Job
+from agent.ingest.locate import Locator
 from agent.ingest.reader import InFlight, Reader
 from agent.ingest.source import SourcePump
 from agent.ingest.space import FreeSpace, SpaceGuard
@@ -87,7 +88,11 @@ class Pipeline:
             give_up_s=cfg.source.unreadable_give_up_s,
         )
         self.inflight = InFlight()
-        self.decoder = Decoder(cfg.model, classifier.input_px, cfg.geotag.camera_timezone, self.counts)
+        located_by = list(positions or [])
+        locator = Locator(cfg, lambda: located_by + ([ctx.telemetry] if ctx.telemetry else []))
+        self.decoder = Decoder(
+            cfg.model, classifier.input_px, cfg.geotag.camera_timezone, self.counts, locator
+        )
         self.sizer = BatchSizer()
         self.stage = ClassifierStage(classifier, self.counts)
         self.committer = Committer(ctx, self.flights, self.space, self.inflight, self.counts, positions=positions)

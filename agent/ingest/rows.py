@@ -32,6 +32,10 @@ def captured_at(job: Job, clock_offset_s: float) -> str | None:
     return None
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
 def build_row(
     job: Job,
     flight_id: str,
@@ -46,9 +50,12 @@ def build_row(
     ``now`` is the classification time (one per committed batch); ``positions`` are the
     geotag sources tried after EXIF, in order.
     """
-    frame, img, res = job.frame, job.image, job.result
+    frame, img, res, loc = job.frame, job.image, job.result, job.location
     when = captured_at(job, clock_offset_s)
-    lat, lon, alt, geo_source = geotag(img.exif if img is not None else None, when, positions)
+    if loc is not None:  # located in the decode step, with the same sources
+        lat, lon, alt, geo_source = loc.lat, loc.lon, loc.alt, loc.geo_source
+    else:
+        lat, lon, alt, geo_source = geotag(img.exif if img is not None else None, when, positions)
     row: dict[str, Any] = dict.fromkeys(FRAME_COLUMNS)
     row.update(
         frame_id=job.frame_id,
@@ -69,9 +76,25 @@ def build_row(
         classified_at=now,
         total_ms=round((time.perf_counter() - job.started) * 1000, 3),
         run_id=run_id,
-        # what was odd about a file that still decoded in full; None when nothing was
-        warnings=([w._asdict() for w in img.warnings] or None) if img is not None else None,
     )
+    if loc is not None:
+        pose = loc.pose
+        row.update(
+            alt_agl=_rounded(pose.alt_agl, 3),
+            alt_msl=_rounded(pose.alt_msl, 3),
+            agl_source=pose.agl_source,
+            yaw=_rounded(pose.yaw, 4),
+            pitch=_rounded(pose.pitch, 4),
+            roll=_rounded(pose.roll, 4),
+            pose_source=pose.pose_source,
+            footprint=loc.footprint,
+            tile_centers=loc.tile_centers,
+            tile_corners=loc.tile_corners,
+        )
+    # What was odd about a frame still classified: the decoder's quirks of a file that decoded
+    # in full, then the geometry's refusals (one list of {reason, message}); None when nothing.
+    decoded = [w._asdict() for w in img.warnings] if img is not None else []
+    row["warnings"] = (decoded + list(job.warnings)) or None
     if res is not None and not job.reject:
         row.update(
             label=res.label,

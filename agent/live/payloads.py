@@ -17,13 +17,15 @@ from typing import Any
 from agent import __version__
 from agent.core.config import Config
 from agent.store.columns import FRAME_COLUMNS
+from agent.store.tiles import damaged_cells
 
 #: Frame columns a ``frames`` message leaves out: device-local paths and hashes, the bulky tile
-#: grid, and timings a field team does not act on. Every other column is sent, so a column added
+#: grid and its ground grids (the damaged tiles' centres are sent instead), and timings a field
+#: team does not act on. Every other column is sent, so a column added
 #: to the frames table reaches the ground station without a second list to keep.
 NOT_SENT = frozenset({
     "source", "image_path", "sha256", "bytes", "tile_px", "tile_grid", "width", "height",
-    "precision", "inference_ms", "total_ms", "run_id",
+    "precision", "inference_ms", "total_ms", "run_id", "tile_centers", "tile_corners",
 })
 #: The keys of one ``frames`` message, in column order (rejected frames carry ``reason``).
 FRAME_KEYS = tuple(c for c in FRAME_COLUMNS if c not in NOT_SENT)
@@ -63,11 +65,25 @@ def dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8")
 
 
+def damaged_tile_centers(row: dict[str, Any]) -> list[list[float]]:
+    """[lon, lat] of each damaged tile of ``row`` (at its model card's threshold, see
+    agent.store.tiles) that is placed on the ground, in grid order."""
+    centres = row.get("tile_centers") or []
+    out = []
+    for r, c, _ in damaged_cells(row):
+        centre = centres[r][c] if r < len(centres) and centres[r] and c < len(centres[r]) else None
+        if centre is not None:
+            out.append(centre)
+    return out
+
+
 def frame_message(row: dict[str, Any]) -> dict[str, Any]:
-    """One ``frames`` message from a frame row (agent/store.py ``frames`` table)."""
+    """One ``frames`` message from a frame row (agent/store.py ``frames`` table), with the
+    ground centres of its damaged tiles."""
     msg = {k: row.get(k) for k in FRAME_KEYS}
     if msg["p_damaged"] is not None:
         msg["p_damaged"] = round(float(msg["p_damaged"]), 4)
+    msg["damaged_tile_centers"] = damaged_tile_centers(row)
     return msg
 
 
