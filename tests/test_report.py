@@ -273,7 +273,7 @@ def test_cli_writes_the_three_files(photos_db, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "11 frames: 9 on the map, 2 without position" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["damage-map.html", "frames.csv", "frames.geojson"]
+    assert sorted(p.name for p in out.iterdir()) == ["damage-map.html", "damage.kml", "frames.csv", "frames.geojson"]
     assert str(out / "damage-map.html") in proc.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "agent", "-c", str(cfg), "report", "no-such-flight", "--out", str(out)],

@@ -1,4 +1,4 @@
-"""`skysift report [FLIGHT...] [--out DIR]`: offline damage maps (GeoJSON, CSV, HTML)."""
+"""`skysift report [FLIGHT...] [--out DIR] [--kmz]`: offline damage maps (GeoJSON, CSV, HTML, KML)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
-        help="write offline damage maps (GeoJSON, CSV, self-contained HTML) of flights",
-        description="Write frames.geojson, frames.csv and damage-map.html for the chosen flights "
-        "(default: all), read from <storage.dir>/skysift.db. The HTML works with no network.",
+        help="write offline damage maps (GeoJSON, CSV, self-contained HTML, KML) of flights",
+        description="Write frames.geojson, frames.csv, damage-map.html and damage.kml for the chosen "
+        "flights (default: all), read from <storage.dir>/skysift.db. The HTML works with no network; "
+        "the KML opens in Google Earth and QGIS.",
     )
     p.add_argument("flights", nargs="*", metavar="FLIGHT", help="flight id or name (default: all flights)")
     p.add_argument("--out", "-o", type=Path, default=Path("skysift-report"), help="output folder (default: ./skysift-report)")
     p.add_argument("--top", type=int, default=24, help="how many of the most damaged frames to show with thumbnails (default: 24)")
     p.add_argument("--title", default=None, help="page title (default: the flight names)")
+    p.add_argument(
+        "--kmz",
+        action="store_true",
+        help="write damage.kmz (the KML with each frame's thumbnail inside) instead of damage.kml",
+    )
     p.add_argument(
         "--bigquery-sql",
         action="store_true",
@@ -62,8 +68,9 @@ def _report(args: argparse.Namespace) -> int:
         threshold=load_card(cfg.model.path).threshold,
         basemap=cfg.report.basemap,
         thumb_px=cfg.report.thumb_px,
+        kmz=args.kmz,
     )
     print(f"{files.frames} frames: {files.located} on the map, {files.unlocated} without position")
-    for path in (files.html, files.geojson, files.csv):
+    for path in (files.html, files.geojson, files.csv, files.kml):
         print(path)
     return 0

@@ -1,6 +1,6 @@
 """`skysift report`: offline damage maps of one or more flights, from the SQLite buffer.
 
-Writes three files into one folder:
+Writes four files into one folder:
 
 - ``frames.geojson``: a point per frame, the ground footprint and the damaged tiles as polygons.
   Where the pipeline placed the frame on the ground (:mod:`agent.report.ground`) the point is the
@@ -10,7 +10,9 @@ Writes three files into one folder:
   "unlocated" features) so that no frame is dropped;
 - ``frames.csv``: the same frames, one row each;
 - ``damage-map.html``: one self-contained page (no network at all) built by
-  :mod:`agent.report.html`.
+  :mod:`agent.report.html`;
+- ``damage.kml`` (or ``damage.kmz`` with thumbnails): the same frames, footprints and damaged
+  tiles for Google Earth and QGIS, one folder per flight, built by :mod:`agent.report.kml`.
 
 Everything is read from the database, which is the source of truth; the report never writes to
 it and can be made while the agent runs.
@@ -29,6 +31,7 @@ from agent.report.data import ReportData, ReportError, ReportFrame, collect
 from agent.report.geo import LocalProjection
 from agent.report.html import render_html
 from agent.report.images import MOSAIC_PX
+from agent.report.kml import KML_NAME, KMZ_NAME, write_kml, write_kmz
 from agent.store.columns import frame_columns
 from agent.store.db import Store
 
@@ -168,6 +171,7 @@ class ReportFiles:
     geojson: Path
     csv: Path
     html: Path
+    kml: Path  # damage.kml, or damage.kmz with the thumbnails
     frames: int
     located: int
     unlocated: int
@@ -186,12 +190,14 @@ def write_report(
     threshold: float | None = None,
     basemap: Path | None = None,
     thumb_px: int = MOSAIC_PX,
+    kmz: bool = False,
 ) -> ReportFiles:
-    """Write the GeoJSON, CSV and HTML report of the chosen flights (all when None) to ``out_dir``.
+    """Write the GeoJSON, CSV, HTML and KML report of the chosen flights (all when None) to ``out_dir``.
 
     ``storage_dir`` is where relative image paths are looked up for thumbnails. ``threshold`` is
     the model card's decision threshold (default: the shipped model's card); ``basemap`` an
-    optional MBTiles file drawn under the frames; ``thumb_px`` the long side of mosaic images.
+    optional MBTiles file drawn under the frames; ``thumb_px`` the long side of mosaic images;
+    ``kmz`` writes ``damage.kmz`` with thumbnails instead of the plain ``damage.kml``.
     """
     if not Path(db_path).is_file():
         raise ReportError(f"no skysift database at {db_path} (check storage.dir in the configuration)")
@@ -202,6 +208,7 @@ def write_report(
         store.close()
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out_dir / GEOJSON_NAME, out_dir / CSV_NAME, out_dir / HTML_NAME,
+                        out_dir / (KMZ_NAME if kmz else KML_NAME),
                         len(data.frames), len(data.located), len(data.unlocated))
     # json.dumps, not json.dump: dump streams through the pure-Python encoder, 5x slower here.
     files.geojson.write_text(json.dumps(to_geojson(data), separators=(",", ":")), encoding="utf-8")
@@ -210,6 +217,10 @@ def write_report(
         render_html(data, storage_dir=storage_dir, top=top, title=title, basemap_path=basemap, mosaic_px=thumb_px),
         encoding="utf-8",
     )
+    if kmz:
+        write_kmz(data, files.kml, storage_dir=storage_dir, title=title)
+    else:
+        write_kml(data, files.kml, title=title)
     log.info(
         "report of %d flight(s): %d frames, %d located, %d without position -> %s",
         len(data.flights), len(data.frames), files.located, files.unlocated, out_dir,
