@@ -104,6 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
+        if url.path == "/favicon.ico":  # browsers ask for it unbidden, without the token
+            self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+            return
         if not self._authorised(parse_qs(url.query)):
             self._send(HTTPStatus.UNAUTHORIZED, b"a token is needed: ?token=... or Authorization: Bearer\n",
                        "text/plain; charset=utf-8")
