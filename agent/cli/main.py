@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "status",
     "service",
     "report",
+    "station",
 ]
 
 log = logging.getLogger("skysift")

@@ -285,6 +285,7 @@ class MqttConfig(Section):
     command_max_age_s: float = Field(default=30.0, gt=0, le=3600)
     command_rate: float = Field(default=1.0, gt=0, le=100)
     command_burst: int = Field(default=5, ge=1, le=1000)
+    thumbnail_px: int = Field(default=0, ge=0, le=512, description="Frame-message JPEG thumbnail side.")
 
 
 class MetricsConfig(Section):

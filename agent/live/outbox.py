@@ -138,7 +138,8 @@ class Outbox:
             if len(rows) == room:
                 self.may_have_more()  # a full batch: there may be more behind it
             for row in rows:
-                info = self.client.publish(self.topic, dumps(frame_message(row)), qos=qos)
+                payload = dumps(frame_message(row, self.cfg.mqtt.thumbnail_px))
+                info = self.client.publish(self.topic, payload, qos=qos)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     log.warning("MQTT publish of frame %s failed: %s", row["frame_id"], mqtt.error_string(info.rc))
                     self.may_have_more()

@@ -8,7 +8,9 @@ can be tested and documented without a broker.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import platform
 import sys
 from importlib import metadata
@@ -29,6 +31,14 @@ NOT_SENT = frozenset({
 })
 #: The keys of one ``frames`` message, in column order (rejected frames carry ``reason``).
 FRAME_KEYS = tuple(c for c in FRAME_COLUMNS if c not in NOT_SENT)
+
+#: the most base64 characters a frame message's ``thumbnail`` may have: a frame message stays
+#: well under what small brokers and radio links take (Mosquitto's default is far larger)
+THUMBNAIL_MAX_B64 = 24 * 1024
+#: JPEG qualities tried in turn until the thumbnail fits THUMBNAIL_MAX_B64
+THUMBNAIL_QUALITIES = (80, 65, 50, 35)
+
+log = logging.getLogger(__name__)
 
 FLIGHT_KEYS = ("flight_id", "name", "source", "started_at", "ended_at", "frames", "classified", "damaged", "rejected")
 
@@ -77,14 +87,45 @@ def damaged_tile_centers(row: dict[str, Any]) -> list[list[float]]:
     return out
 
 
-def frame_message(row: dict[str, Any]) -> dict[str, Any]:
+def frame_message(row: dict[str, Any], thumbnail_px: int = 0) -> dict[str, Any]:
     """One ``frames`` message from a frame row (agent/store.py ``frames`` table), with the
-    ground centres of its damaged tiles."""
+    ground centres of its damaged tiles; with ``thumbnail_px`` (``mqtt.thumbnail_px``) it
+    carries ``thumbnail`` when one can be made."""
     msg = {k: row.get(k) for k in FRAME_KEYS}
     if msg["p_damaged"] is not None:
         msg["p_damaged"] = round(float(msg["p_damaged"]), 4)
     msg["damaged_tile_centers"] = damaged_tile_centers(row)
+    if thumbnail_px > 0:
+        thumb = frame_thumbnail(row.get("image_path"), thumbnail_px)
+        if thumb is not None:
+            msg["thumbnail"] = thumb
     return msg
+
+
+def frame_thumbnail(image_path: str | None, max_px: int) -> str | None:
+    """The image at ``image_path`` as a base64 JPEG at most ``max_px`` on its long side and
+    THUMBNAIL_MAX_B64 long, or None: a rejected frame's unreadable image, or one retention
+    already deleted, simply has no thumbnail (the message itself must still go out)."""
+    if not image_path:
+        return None
+    import cv2  # only when thumbnails are on: OpenCV is imported by the decoder anyway
+
+    # IMREAD_COLOR applies the EXIF orientation, as the classifier did.
+    img = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if img is None:
+        return None
+    h, w = img.shape[:2]
+    scale = min(1.0, max_px / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    for quality in THUMBNAIL_QUALITIES:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        # 4 base64 characters per 3 bytes, rounded up: the length is known before encoding.
+        if ok and 4 * -(-len(buf) // 3) <= THUMBNAIL_MAX_B64:
+            return base64.b64encode(buf.tobytes()).decode("ascii")
+    log.debug("no thumbnail of %s fits in %d base64 bytes", image_path, THUMBNAIL_MAX_B64)
+    return None
 
 
 def flight_summary(row: dict[str, Any]) -> dict[str, Any]:

@@ -135,8 +135,27 @@ def collect(
     if threshold is None:
         threshold = load_card().threshold
     flights = select_flights(store, flight_ids)
-    frames = [_frame(row, threshold) for fl in flights for row in store.frames(fl["flight_id"])]
-    proj = LocalProjection.around([(ll[1], ll[0]) for f in frames if (ll := f.lonlat) is not None])
+    rows = [row for fl in flights for row in store.frames(fl["flight_id"])]
+    frames, proj = locate(rows, threshold, hfov_deg, vfov_deg)
+    return ReportData(flights, frames, proj, hfov_deg, vfov_deg, threshold)
+
+
+def locate(
+    rows: list[dict[str, Any]],
+    threshold: float,
+    hfov_deg: float | None = None,
+    vfov_deg: float | None = None,
+    projection: LocalProjection | None = None,
+) -> tuple[list[ReportFrame], LocalProjection]:
+    """Frame rows as report frames, placed in ``projection`` (default: one around them).
+
+    A live map (agent.station) passes the projection it already drew with, so that the page's
+    view does not jump as frames arrive.
+    """
+    frames = [_frame(row, threshold) for row in rows]
+    proj = projection or LocalProjection.around(
+        [(ll[1], ll[0]) for f in frames if (ll := f.lonlat) is not None]
+    )
     for f in frames:
         if f.ground is not None:
             f.xy = proj.to_xy(f.ground.centre[1], f.ground.centre[0])
@@ -144,4 +163,4 @@ def collect(
         elif f.located:
             f.xy = proj.to_xy(f.row["lat"], f.row["lon"])
             f.footprint = footprint(f.row, f.xy, hfov_deg, vfov_deg, threshold=threshold)
-    return ReportData(flights, frames, proj, hfov_deg, vfov_deg, threshold)
+    return frames, proj

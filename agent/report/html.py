@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).with_name("template.html")
 SCRIPTS = [Path(__file__).with_name("layers.js"), Path(__file__).with_name("map.js")]
+LIVE_SCRIPT = Path(__file__).with_name("live.js")
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+#: the live page may also open /events and load thumbnails from the server that sent it
+LIVE_CSP = CSP + " 'self'; connect-src 'self'"
 STATUS_CODES = {"undamaged": 0, "damaged": 1}  # anything else (rejected, no label): 2
 
 
@@ -196,10 +200,17 @@ def render_html(
     if title is None:
         names = [fl.get("name") or fl["flight_id"] for fl in data.flights]
         title = "Damage map: " + (", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") if names else "no flights")
+    return page_html(payload, title)
+
+
+def page_html(payload: dict[str, Any], title: str, *, live: bool = False) -> str:
+    """The page around a :func:`build_payload` payload. ``live`` (agent.station) adds the live
+    script, which follows the page's own server over Server-Sent Events, and a policy that lets
+    the page ask that one server (``'self'``) and nothing else."""
     # "</" inside a <script> block would end it; \u003c is the same character to JSON.
     blob = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = TEMPLATE.read_text(encoding="utf-8")
     # one inline script (the CSP allows inline code only): the picture layers, then the map
-    script = "".join(p.read_text(encoding="utf-8") for p in SCRIPTS)
-    page = page.replace("{{SCRIPT}}", script)
+    script = "".join(p.read_text(encoding="utf-8") for p in SCRIPTS + ([LIVE_SCRIPT] if live else []))
+    page = page.replace("{{CSP}}", LIVE_CSP if live else CSP).replace("{{SCRIPT}}", script)
     return page.replace("{{TITLE}}", html.escape(title)).replace("{{DATA}}", blob)

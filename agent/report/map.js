@@ -1,6 +1,9 @@
-"use strict";
-(function () {
-  const D = JSON.parse(document.getElementById("report-data").textContent);
+/* The damage map, drawn from one payload (agent/report/html.py build_payload). A live page
+   (live.js) calls it again with each new payload: opts.signal then removes the previous call's
+   listeners, and opts.view keeps the user's pan and zoom across calls. */
+function skysiftMap(D, opts) {
+  "use strict";
+  const signal = opts.signal, on = { signal };
   const P = D.points, N = P.x.length, R = window.skysiftReport;
   R.located = N; R.unlocated = D.unlocated.length; R.frames = D.frames_total;
   R.footprints = D.footprints.length; R.top = D.top.length;
@@ -44,6 +47,7 @@
     "</b> damaged, <b>" + N + "</b> on the map, <b" + (D.unlocated.length ? ' class="warn"' : "") + ">" + D.unlocated.length +
     "</b> without position &middot; generated " + esc(D.generated_at);
   const ftb = $("flights").querySelector("tbody");
+  ftb.innerHTML = "";
   D.flights.forEach((f, i) => {
     const tr = document.createElement("tr");
     tr.innerHTML = '<td><label><input type="checkbox" checked data-f="' + i + '"> ' + esc(f.name) + "</label></td><td>" + f.frames +
@@ -51,7 +55,7 @@
     tr.title = f.flight_id + " · " + (f.started_at || "") + " – " + (f.ended_at || "open");
     ftb.appendChild(tr);
   });
-  ftb.addEventListener("change", (e) => { const i = +e.target.dataset.f; visible[i] = e.target.checked; schedule(); });
+  ftb.addEventListener("change", (e) => { const i = +e.target.dataset.f; visible[i] = e.target.checked; schedule(); }, on);
   const cam = D.camera;
   const nadir = D.footprints.filter((fp) => fp.src !== "pose").length, posed = D.footprints.length - nadir;
   $("assume").textContent = (posed ? posed + " footprints ray-cast by the agent from the camera pose onto the terrain. " : "") + (nadir
@@ -85,7 +89,8 @@
   const IL = skysiftImageLayers(D, schedule);
   R.images = IL.total; R.mosaic = D.mosaic.frames.length; R.basemapTiles = D.basemap.tiles.length;
   let W = 0, H = 0, dpr = 1;
-  const view = { cx: 0, cy: 0, s: 1 };  // centre in local metres, pixels per metre
+  /* centre in local metres, pixels per metre; user: panned or zoomed (a live update keeps it) */
+  const view = opts.view || { cx: 0, cy: 0, s: 1, user: false };
   const sx = (x) => W / 2 + (x - view.cx) * view.s, sy = (y) => H / 2 - (y - view.cy) * view.s;
   const wx = (px) => view.cx + (px - W / 2) / view.s, wy = (py) => view.cy - (py - H / 2) / view.s;
   /* for tests and the console: screen position (CSS px in the canvas) of a latitude/longitude */
@@ -105,7 +110,7 @@
   /* heat map: a kernel density of damage, computed for the current view on a screen-space grid
      (cells of 4 px or more): damage-weighted frames binned, then a separable Gaussian blur. Recomputed on
      every redraw so that it is sharp at every zoom, from a continent down to one street. */
-  let heat = null, bwMul = 1;
+  let heat = null, bwMul = +$("bw").value;
   const sigmaM = Math.max(fpMedian / 2, D.spacing_m || 0, 2);
   const heatCanvas = document.createElement("canvas");
   function buildHeat() {
@@ -243,7 +248,7 @@
     R.drawMs = performance.now() - t0;
     R.view = { cx: view.cx, cy: view.cy, metresPerPixel: 1 / view.s };
   }
-  function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } }
+  function schedule() { if (!pending && !(signal && signal.aborted)) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } }
 
   function nearest(px, py) {
     const x = wx(px), y = wy(py), lim = 9 / view.s; let best = -1, bd = lim * lim;
@@ -255,10 +260,12 @@
     return best;
   }
   const topByPoint = new Map(D.top.filter((t) => t.i != null).map((t) => [t.i, t]));
+  /* a report has thumbnails for its top frames; a live page for every frame sent with one */
+  const thumbOf = (i) => { const t = topByPoint.get(i); return (t && t.thumb) || (D.thumbs && D.thumbs[i]) || null; };
   function label(i) { return P.s[i] === 2 ? "rejected" : P.s[i] === 1 ? "damaged" : "undamaged"; }
   function showInfo(i) {
     if (i < 0) { $("info").innerHTML = "Hover or click a frame."; return; }
-    const t = topByPoint.get(i), fl = D.flights[P.f[i]];
+    const fl = D.flights[P.f[i]];
     $("info").classList.remove("muted");
     $("info").innerHTML = '<div class="id"><b>' + esc(P.id[i]) + "</b></div>" +
       '<div><span class="k">flight</span> ' + esc(fl.name) + ' · <span class="k">label</span> ' + label(i) + ' · <span class="k">p</span> ' + fmtP(P.p[i]) + "</div>" +
@@ -268,12 +275,13 @@
       (P.w[i] ? '<div class="warn">not placed on the ground: ' + esc(P.w[i]) + "</div>" : "") +
       '<div><span class="k">captured</span> ' + esc(P.t[i] || "unknown") + "</div>" +
       (fpByPoint.has(i) ? "" : '<div class="k">no footprint (altitude or field of view unknown)</div>') +
-      (t && t.thumb ? '<img alt="frame" src="' + t.thumb + '">' : "");
+      (thumbOf(i) ? '<img alt="frame" src="' + thumbOf(i) + '">' : "");
   }
   function focus(i) {
     selected = i; showInfo(i);
     view.cx = P.x[i]; view.cy = P.y[i];
     const fp = fpByPoint.get(i);
+    view.user = true;
     view.s = Math.max(view.s, fp ? Math.min(W, H) / (3 * Math.hypot(fp.q[2] - fp.q[0], fp.q[3] - fp.q[1]) + 1) : view.s * 2);
     schedule(); cv.scrollIntoView({ block: "nearest" });
   }
@@ -281,16 +289,17 @@
   /* pan and zoom: drag, wheel (around the cursor), buttons, keys */
   function zoomAt(f, px, py) {
     const x = wx(px), y = wy(py);
+    view.user = true;
     view.s = Math.max(1e-5, Math.min(view.s * f, 200));
     view.cx = x - (px - W / 2) / view.s; view.cy = y + (py - H / 2) / view.s; schedule();
   }
   let drag = null;
-  cv.addEventListener("pointerdown", (e) => { drag = { x: e.offsetX, y: e.offsetY, cx: view.cx, cy: view.cy, moved: false }; cv.setPointerCapture(e.pointerId); cv.classList.add("drag"); });
+  cv.addEventListener("pointerdown", (e) => { drag = { x: e.offsetX, y: e.offsetY, cx: view.cx, cy: view.cy, moved: false }; cv.setPointerCapture(e.pointerId); cv.classList.add("drag"); }, on);
   cv.addEventListener("pointermove", (e) => {
     if (drag) {
       const dx = e.offsetX - drag.x, dy = e.offsetY - drag.y;
       if (Math.abs(dx) + Math.abs(dy) > 2) drag.moved = true;
-      view.cx = drag.cx - dx / view.s; view.cy = drag.cy + dy / view.s; schedule(); return;
+      view.cx = drag.cx - dx / view.s; view.cy = drag.cy + dy / view.s; view.user = true; schedule(); return;
     }
     const i = nearest(e.offsetX, e.offsetY), tip = $("tip");
     if (i !== hover) { hover = i; schedule(); }
@@ -298,31 +307,32 @@
       tip.style.display = "block"; tip.style.left = (e.offsetX + 12) + "px"; tip.style.top = (e.offsetY + 12) + "px";
       tip.textContent = P.id[i].slice(0, 12) + " · " + label(i) + " · p " + fmtP(P.p[i]) + (P.n[i] ? " · " + P.dt[i] + "/" + P.n[i] + " tiles" : "");
     } else tip.style.display = "none";
-  });
+  }, on);
   cv.addEventListener("pointerup", (e) => {
     cv.classList.remove("drag");
     if (drag && !drag.moved) { const i = nearest(e.offsetX, e.offsetY); selected = i; showInfo(i); schedule(); }
     drag = null;
-  });
-  cv.addEventListener("pointerleave", () => { $("tip").style.display = "none"; if (hover >= 0) { hover = -1; schedule(); } });
-  cv.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(Math.exp(-e.deltaY * 0.0015), e.offsetX, e.offsetY); }, { passive: false });
-  cv.addEventListener("dblclick", (e) => zoomAt(2, e.offsetX, e.offsetY));
+  }, on);
+  cv.addEventListener("pointerleave", () => { $("tip").style.display = "none"; if (hover >= 0) { hover = -1; schedule(); } }, on);
+  cv.addEventListener("wheel", (e) => { e.preventDefault(); zoomAt(Math.exp(-e.deltaY * 0.0015), e.offsetX, e.offsetY); }, { passive: false, signal });
+  cv.addEventListener("dblclick", (e) => zoomAt(2, e.offsetX, e.offsetY), on);
   $("zin").onclick = () => zoomAt(1.6, W / 2, H / 2);
   $("zout").onclick = () => zoomAt(1 / 1.6, W / 2, H / 2);
-  $("zfit").onclick = () => { fit(); schedule(); };
+  $("zfit").onclick = () => { fit(); view.user = false; schedule(); };
   window.addEventListener("keydown", (e) => {
     if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
     if (e.key === "+" || e.key === "=") zoomAt(1.6, W / 2, H / 2);
     else if (e.key === "-") zoomAt(1 / 1.6, W / 2, H / 2);
-    else if (e.key === "0") { fit(); schedule(); }
-  });
-  for (const id of ["l-heat", "l-mark", "l-fp", "l-grid", "l-img", "l-base"]) $(id).addEventListener("change", schedule);
-  $("bw").addEventListener("change", (e) => { bwMul = +e.target.value; schedule(); });
-  window.addEventListener("resize", () => { resize(); schedule(); });
+    else if (e.key === "0") { fit(); view.user = false; schedule(); }
+  }, on);
+  for (const id of ["l-heat", "l-mark", "l-fp", "l-grid", "l-img", "l-base"]) $(id).addEventListener("change", schedule, on);
+  $("bw").addEventListener("change", (e) => { bwMul = +e.target.value; schedule(); }, on);
+  window.addEventListener("resize", () => { resize(); schedule(); }, on);
 
   /* gallery of the most damaged frames, and the frames without position */
   $("top-h").textContent = "Most damaged frames (" + D.top.length + " of " + D.damaged_total + " damaged)";
   const gal = $("gallery");
+  gal.innerHTML = "";
   if (!D.top.length) gal.innerHTML = '<p class="muted">No damaged frame in these flights.</p>';
   for (const t of D.top) {
     const div = document.createElement("div"); div.className = "card";
@@ -342,13 +352,18 @@
       "</td><td>" + esc(u.image || "") + "</td></tr>");
   ub.innerHTML = rows.join("") || '<tr><td colspan="9" class="muted">none: every frame has a position</td></tr>';
 
+  $("nomap").style.display = N ? "none" : "block";
   if (!N) {
-    $("nomap").style.display = "block";
     $("nomap").textContent = D.frames_total
       ? "No frame can be placed on the map: none of the " + D.frames_total + " frames has a usable position or ground footprint. " +
         "Each one is listed below under “Frames without position”, with why."
       : "No frames in these flights.";
   }
-  resize(); fit(); draw();
+  resize(); if (!view.user) fit(); draw();
   R.ready = true;
-})();
+}
+
+const skysiftPayload = JSON.parse(document.getElementById("report-data").textContent);
+/* function declarations are hoisted across the one inline script: on a live page (live.js
+   comes after this file) the live script takes over */
+if (typeof skysiftLive === "function") skysiftLive(skysiftPayload); else skysiftMap(skysiftPayload, {});
