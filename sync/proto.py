@@ -14,7 +14,6 @@ anything the agent imports without the ``[cloud]`` extra.
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -68,11 +67,9 @@ def _nested_name(field: str) -> str:
 
 def message_class(name: str, fields: list[Field]) -> type:
     """A protobuf message class for rows of ``fields`` (one private pool per call)."""
+    # a pool of its own: the default pool would refuse a second, changed FrameRow (new column)
     pool = descriptor_pool.DescriptorPool()
-    # a unique package: each call's pool is its own, but a unique name keeps it unambiguous
-    fd = descriptor_pb2.FileDescriptorProto(
-        name=f"skysift_{uuid.uuid4().hex}.proto", package=f"skysift_{uuid.uuid4().hex}", syntax="proto2"
-    )
+    fd = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package="skysift", syntax="proto2")
     fd.message_type.add().CopyFrom(descriptor(name, fields))
     pool.Add(fd)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{fd.package}.{name}"))
