@@ -30,22 +30,32 @@ log = logging.getLogger(__name__)
 IMAGE_CHUNK = 16
 
 
-def build_targets(cfg: Config, timeout_s: float = 60.0) -> list[SyncTarget]:
+def build_targets(cfg: Config, timeout_s: float = 60.0, write_client: Any = None) -> list[SyncTarget]:
     """One target per entry of :func:`sync.pending.owed`, in priority order (imports the
-    cloud libraries)."""
-    clients: dict[str, Any] = {}  # the targets of one service share its client
+    cloud libraries). BigQuery rows go by load jobs or, with ``sync.bigquery.method:
+    write_api``, by the Storage Write API (``write_client``: a BigQueryWriteClient to use,
+    e.g. one on an emulator's gRPC port; default: :func:`sync.write_api.write_client`)."""
+    clients: dict[str, Any] = {"bigquery_write": write_client}  # one client per service
     return [_target(cfg, o, clients, timeout_s) for o in owed(cfg)]
 
 
 def _target(cfg: Config, o: Owed, clients: dict[str, Any], timeout_s: float) -> SyncTarget:
     if o.service == "bigquery":
-        from sync.bigquery import FlightRows, FrameRows
         from sync.clients import bigquery_client
 
         if o.service not in clients:
             clients[o.service] = bigquery_client(cfg)
-        cls = FrameRows if o == BIGQUERY_FRAMES else FlightRows
-        return cls(cfg, clients[o.service], timeout_s)
+        if cfg.sync.bigquery.method == "write_api":
+            from sync import write_api
+
+            if clients["bigquery_write"] is None:
+                clients["bigquery_write"] = write_api.write_client(cfg)
+            cls = write_api.FrameAppends if o == BIGQUERY_FRAMES else write_api.FlightAppends
+            return cls(cfg, clients[o.service], clients["bigquery_write"], timeout_s)
+        from sync.bigquery import FlightRows, FrameRows
+
+        rows = FrameRows if o == BIGQUERY_FRAMES else FlightRows
+        return rows(cfg, clients[o.service], timeout_s)
     from sync.clients import storage_client
     from sync.gcs import GcsImages
 

@@ -213,6 +213,7 @@ class BigQueryConfig(Section):
     min_interval_s: float = Field(default=0.0, ge=0, le=DAY_S)
     max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
     quota_window_s: float | None = Field(default=None, gt=0, le=DAY_S)
+    method: Literal["load_jobs", "write_api"] = "load_jobs"  # see sync/write_api.py
 
 
 class SyncConfig(Section):
