@@ -93,6 +93,9 @@ def run_fleet(opts: FleetOptions, progress: Say | None = None) -> dict[str, Any]
     """Run the simulation; return the figures and the exactly-once checks (JSON-able)."""
     if opts.devices < 4 or opts.frames_per_device < 2:
         raise ValueError("a fleet needs at least 4 devices of 2 frames (the faults are spread over them)")
+    if opts.work_dir is not None and Path(opts.work_dir).is_dir() and any(Path(opts.work_dir).iterdir()):
+        # an earlier run's databases and emulator data would be counted with this run's
+        raise ValueError(f"the fleet's work directory {opts.work_dir} must be new or empty")
     say = progress or (lambda msg: log.info("%s", msg))
     work = Path(opts.work_dir or tempfile.mkdtemp(prefix="skysift-fleet-"))
     fleet = _Fleet(opts, work, say)
