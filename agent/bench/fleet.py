@@ -10,8 +10,8 @@ While they sync, in this order:
 1. one device process gets ``kill -9`` while its devices still owe work, and is restarted;
 2. after ``N/2`` load jobs the proxy answers every job insert with 403 ``quotaExceeded`` for
    ``quota_window_s`` seconds;
-3. both emulators are stopped and restarted on the same ports (their data kept), ``outage_s``
-   seconds later;
+3. the link goes down: both emulators are stopped and, ``outage_s`` seconds later,
+   restarted on the same ports, their data kept (see :meth:`_Fleet._outage`);
 4. the second wave of frames is committed and every flight ended (flight rows become owed);
 5. once loading resumed, another device process gets ``kill -9`` and is restarted.
 
@@ -197,14 +197,7 @@ class _Fleet:
         self._event("quota window opened", proxy.jobs_ok)
         self._wait(lambda: time.monotonic() > proxy.window[1], "the end of the quota window")
         self._event("quota window closed", proxy.jobs_ok)
-        self.gcs.stop()
-        self.bq.stop()
-        self._event("emulators stopped", proxy.jobs_ok)
-        time.sleep(o.outage_s)
-        for e in (self.gcs, self.bq):
-            e.start()
-            self.pids.append(e.proc.pid)
-        self._event("emulators restarted", proxy.jobs_ok)
+        self._outage()
         jobs_before = proxy.jobs_ok
         for device_id, db in self.devices:
             add_frames(db, device_id, tiles, first, o.frames_per_device - first, end_flight=True)
@@ -212,6 +205,31 @@ class _Fleet:
         self._event("second wave committed, flights ended", proxy.jobs_ok)
         self._wait(lambda: proxy.jobs_ok > jobs_before, "loading to resume")
         self._kill(self.slots[-1])
+
+    def _outage(self) -> None:
+        """Both emulators stopped and started again, the link down in between.
+
+        The BigQuery link goes down at the proxy first, and the emulator is stopped only once
+        it has no unfinished job: local-bigquery 0.3.2 does not resume a job that was pending
+        when it stopped (it stays PENDING for ever, which BigQuery never does), and every
+        device waiting on one would wait for ever too.
+        """
+        from sync.clients import bigquery_client
+
+        bq = bigquery_client(self._direct_config())
+        self.proxy.down = True
+        self.gcs.stop()
+        self._event("link down, GCS emulator stopped", self.proxy.jobs_ok)
+        self._wait(lambda: all(j.state == "DONE" for j in bq.list_jobs(all_users=True)),
+                   "the BigQuery emulator's jobs to finish")
+        self.bq.stop()
+        self._event("BigQuery emulator stopped", self.proxy.jobs_ok)
+        time.sleep(self.opts.outage_s)
+        for e in (self.gcs, self.bq):
+            e.start()
+            self.pids.append(e.proc.pid)
+        self.proxy.down = False
+        self._event("emulators restarted", self.proxy.jobs_ok)
 
     def _event(self, what: str, jobs: int, **extra: Any) -> None:
         self.events.append({"t_s": round(time.monotonic() - self.t0, 2), "event": what, "jobs": jobs, **extra})
@@ -324,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("dirs", type=Path, nargs="+")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # SIGTERM (timeout, Ctrl-C's cousin) unwinds through the finally blocks, so the processes
+    # started here are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.cmd == "device":
         return serve(a.dirs, a.ingest_done)
     opts = FleetOptions(devices=a.devices, frames_per_device=a.frames, devices_per_process=a.per_process,

@@ -2,10 +2,13 @@
 
 It forwards every request to the emulator and counts the job inserts (``POST
 .../projects/<p>/jobs``, the multipart upload of a load job included). Once ``quota_after``
-inserts have succeeded it answers every insert for ``quota_window_s`` seconds with the 403
+inserts have been forwarded it answers every insert for ``quota_window_s`` seconds with the 403
 BigQuery sends when a project is over its load-job quota, then lets them through again. The
 emulator itself enforces no quota, so this is the only way to see how the fleet behaves when
 the real service says "slow down".
+
+While ``down`` is set it answers every request 502 without asking the emulator: the link is
+down, as seen from the devices.
 
 The count of inserts that the emulator answered with 200 is the number of load jobs it
 created: a retried job id answered 409 is not counted, a job whose reply was lost on the way
@@ -45,7 +48,8 @@ QUOTA_BODY = json.dumps({
 class QuotaProxy:
     """The proxy: ``start``/``stop``; ``endpoint`` is what the devices are given.
 
-    ``jobs_ok`` counts the inserts the emulator accepted, ``refused`` the 403s sent, and
+    ``jobs_ok`` counts the inserts the emulator accepted, ``forwarded`` those sent on to it,
+    ``refused`` the 403s sent, and
     ``window`` is the (start, end) of the quota window once it opened (monotonic seconds).
     """
 
@@ -55,8 +59,10 @@ class QuotaProxy:
         self.quota_window_s = quota_window_s
         self.port = free_port()
         self.jobs_ok = 0
+        self.forwarded = 0
         self.refused = 0
         self.window: tuple[float, float] | None = None
+        self.down = False
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         self._server.daemon_threads = True
@@ -79,11 +85,14 @@ class QuotaProxy:
         """Whether a job insert arriving now is refused (opens the window at the threshold)."""
         with self._lock:
             now = time.monotonic()
-            if self.window is None and self.jobs_ok >= self.quota_after:
+            # Inserts sent, not jobs created: the latter lag behind, and a fleet whose
+            # inserts all arrive before the first job is created would never see the window.
+            if self.window is None and self.forwarded >= self.quota_after:
                 self.window = (now, now + self.quota_window_s)
             if self.window is not None and self.window[0] <= now < self.window[1]:
                 self.refused += 1
                 return True
+            self.forwarded += 1
             return False
 
     def job_created(self) -> None:
@@ -106,6 +115,9 @@ def _handler(proxy: QuotaProxy) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if proxy.down:
+                self._down()
+                return
             is_job = self.command == "POST" and bool(_JOBS.search(urlsplit(self.path).path))
             if is_job and proxy.refuse_now():
                 self._reply(403, QUOTA_BODY, [("Content-Type", "application/json; charset=UTF-8")])
@@ -116,16 +128,19 @@ def _handler(proxy: QuotaProxy) -> type[BaseHTTPRequestHandler]:
                 conn.request(self.command, self.path, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-            except OSError:
-                # the emulator is down (killed, restarting): what a load balancer says then
-                self._reply(502, b'{"error":{"code":502,"message":"upstream down"}}',
-                            [("Content-Type", "application/json")])
+            except OSError:  # the emulator is down (killed, restarting)
+                self._down()
                 return
             finally:
                 conn.close()
             if is_job and resp.status == 200:
                 proxy.job_created()
             self._reply(resp.status, data, [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP])
+
+        def _down(self) -> None:
+            # what a load balancer answers when the service behind it is gone
+            self._reply(502, b'{"error":{"code":502,"message":"upstream down"}}',
+                        [("Content-Type", "application/json")])
 
         def _reply(self, status: int, data: bytes, headers: list[tuple[str, str]]) -> None:
             self.send_response(status)
