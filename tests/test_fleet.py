@@ -20,6 +20,7 @@ from emulators import BQ_PROJECT
 
 from agent.bench.fleet import FleetOptions, run_fleet
 from agent.bench.fleet_proxy import QuotaProxy
+from agent.bench.report import to_markdown
 from sync.emulators import fake_gcs_binary, local_bigquery_binary
 
 pytestmark = [
@@ -84,3 +85,16 @@ def test_fleet_of_20_devices_delivers_every_frame_exactly_once(tmp_path, shared_
     for pid in res["pids"]:  # every emulator and device process was stopped
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    md = to_markdown({**_REPORT, "fleet": res})
+    assert "## Fleet" in md and "Exactly once: yes" in md and f"{frames} rows" in md
+
+
+_REPORT = {
+    "started_at": "2026-01-01T00:00:00Z",
+    "machine": {"cpu": "x", "cores": 2, "memory_mb": 1024, "os": "Linux", "versions": {}},
+}
+
+
+def test_bench_report_says_when_the_fleet_failed():
+    md = to_markdown({**_REPORT, "fleet": {"error": "timed out after 900 s waiting for the quota window"}})
+    assert "## Fleet" in md and "Failed: timed out" in md
