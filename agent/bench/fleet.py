@@ -162,7 +162,12 @@ class _Fleet:
 
         return {
             "gcs": {"bucket": "skysift-fleet", "endpoint": self.gcs.endpoint},
-            "bigquery": {"project": BQ_PROJECT, "dataset": "fleet", "endpoint": self.proxy.endpoint},
+            "bigquery": {
+                "project": BQ_PROJECT, "dataset": "fleet", "endpoint": self.proxy.endpoint,
+                # the proxy's quota refills after its window; without this a refused device
+                # would rightly wait for the next UTC midnight, as for a spent daily quota
+                "quota_window_s": self.opts.quota_window_s,
+            },
             "upload_images": "all",
             "batch_rows": self.opts.batch_rows,
             "interval_s": 1.0,
