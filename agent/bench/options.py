@@ -38,6 +38,7 @@ class BenchOptions:
     sync: bool = False
     memory: bool = False  # peak RSS on one 11000x10900 16-bit RGBA PNG
     sync_n: int = 10_000
+    fleet: int = 0  # devices of the fleet simulation (agent.bench.fleet); 0: not run
     data_dir: Path = DEFAULT_DATA
     work_dir: Path | None = None  # workloads are cached here; default: a temp dir
     model_path: Path | None = None

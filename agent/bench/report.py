@@ -2,7 +2,7 @@
 
 One function per section of the report, in the order they appear: the header (machine and
 versions), the whole pipeline and its sub-tables, the stage-by-stage run, the 2020 loop, the
-engines and the sync. Each returns its lines, ending with a blank line, or nothing when the
+engines, the sync and the fleet. Each returns its lines, ending with a blank line, or nothing when the
 report holds no data for it, so a report of a partial run renders what it has.
 
 The output is what ``docs/benchmarks.md`` quotes and what people diff between runs: keep its
@@ -63,6 +63,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
     lines += _engines_section(rep.get("engines"))
     lines += _memory_section(rep.get("memory"))
     lines += _sync_section(rep.get("sync"))
+    lines += _fleet_section(rep.get("fleet"))
     return "\n".join(lines)
 
 
@@ -330,6 +331,16 @@ def _sync_section(sy: dict[str, Any] | None) -> list[str]:
     if extra:
         lines += [" ".join(extra), ""]
     return lines
+
+
+def _fleet_section(fl: dict[str, Any] | None) -> list[str]:
+    """The fleet simulation (``--fleet N``): its table and the exactly-once counts."""
+    if not fl:
+        return []
+    lines = ["## Fleet: devices syncing at once through faults", ""]
+    if "error" in fl:
+        return lines + [f"Failed: {fl['error']}", ""]
+    return lines + [fl["markdown"], "", fl["note"][0].upper() + fl["note"][1:] + ".", ""]
 
 
 def _memory_section(mem: dict[str, Any] | None) -> list[str]:

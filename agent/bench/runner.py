@@ -18,6 +18,9 @@ measured:
 - **memory** (``--memory``): the agent's peak RSS on one 11000x10900 16-bit RGBA PNG, a 1 MB
   file that is 915 MB at full depth (``model.max_decode_mb`` bounds it).
 - **sync** (``--sync``): the sync benchmark of :mod:`agent.bench.sync_bench`, when present.
+- **fleet** (``--fleet N``): N devices syncing at once through kill -9, a quota window and an
+  emulator restart (:mod:`agent.bench.fleet`): wall time, rows/s, images/s, load jobs per
+  1,000 rows, peak memory, and whether every frame arrived exactly once.
 
 This module orchestrates: it prepares each workload, runs the measurements of
 :mod:`agent.bench.measure` and :mod:`agent.bench.engines` on it, and assembles the report with
@@ -194,6 +197,27 @@ def _bench_machine_wide(report: dict[str, Any], work: Path, opts: BenchOptions, 
         except Exception as exc:  # the sync bench is optional; the rest of the report stands
             log.exception("sync benchmark failed")
             report["sync"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if opts.fleet:
+        _bench_fleet(report, work, opts, say)
+
+
+def _bench_fleet(report: dict[str, Any], work: Path, opts: BenchOptions, say: Say) -> None:
+    """The fleet simulation; unlike the optional sync bench, a fleet that does not deliver
+    every frame exactly once fails the run: that is what it was asked to show."""
+    from agent.bench.fleet import FleetError, FleetOptions, run_fleet
+
+    say(f"fleet: {opts.fleet} devices syncing through faults")
+    # a fresh folder each run: a fleet meeting an earlier run's databases would count them too
+    fleet_dir = Path(tempfile.mkdtemp(prefix="fleet-", dir=work))
+    fo = FleetOptions(devices=opts.fleet, data_dir=opts.data_dir, work_dir=fleet_dir, timeout_s=opts.timeout_s)
+    try:
+        report["fleet"] = run_fleet(fo, progress=say)
+    except (FleetError, RuntimeError) as exc:  # RuntimeError: an emulator that did not start
+        report["fleet"] = {"error": str(exc).splitlines()[0]}
+        report["errors"].append(f"fleet: {exc}")
+        return
+    if not report["fleet"]["exactly_once"]:
+        report["errors"].append(f"fleet: not exactly once: {report['fleet']['checks']}")
 
 
 def _median_run(runs: list[dict]) -> dict[str, Any]:

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sync", action="store_true", help="also run the sync benchmark (GCS and BigQuery emulators)")
     p.add_argument("--sync-n", type=int, default=10_000, help="frames in the sync benchmark's flight")
+    p.add_argument(
+        "--fleet", type=int, default=0, metavar="N",
+        help="also simulate N devices (at least 4) syncing at once through kill -9, a BigQuery "
+        "quota window and an emulator restart; e.g. --workload none --engines --fleet 100",
+    )
     p.add_argument("--data", type=Path, default=None, help="aerial tiles folder (damaged/, undamaged/)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep workloads here and reuse them (default: temp)")
     p.add_argument("--model", type=Path, default=None, help="model directory (default: model.path, else shipped)")
@@ -86,6 +91,10 @@ def _bench(args: argparse.Namespace) -> int:
     opts.sync = args.sync
     opts.memory = args.memory
     opts.sync_n = args.sync_n
+    if args.fleet and args.fleet < 4:
+        print("skysift bench: --fleet needs at least 4 devices", file=sys.stderr)
+        return 2
+    opts.fleet = args.fleet
     opts.data_dir = args.data or DEFAULT_DATA
     opts.work_dir = args.work_dir
     opts.model_path = args.model or cfg.model.path
