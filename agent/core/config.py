@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from agent.core.config_errors import format_errors, report
+from agent.core.config_log import LogConfig
 
 # the geotag and camera sections live in their own module; other rooms import them from here.
 from agent.core.config_geo import CameraConfig, GeotagConfig
@@ -307,6 +308,7 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tak: TakConfig = Field(default_factory=TakConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device_id")
     @classmethod
