@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli.common import show_path
+from agent.cli.common import load, show_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write N synthetic 12 MP aerial frames (made of the shared damage tiles) to "
         "DIR/demo-survey/, as a drone surveying one block would take them: a lawnmower pattern "
         "at 50 m above ground with ~70 %% overlap, EXIF GPS and a DJI-style XMP camera pose. "
-        "Then `skysift run --once --folder DIR` and `skysift report` map them.",
+        "DIR defaults to the watched folder, so `skysift run --once` then `skysift report` map them.",
     )
-    p.add_argument("--out", "-o", type=Path, default=Path("skysift-demo"), metavar="DIR",
-                   help="folder to write to (default: ./skysift-demo)")
+    p.add_argument("--out", "-o", type=Path, default=None, metavar="DIR",
+                   help="folder to write to (default: source.folder, ./inbox unless configured)")
     p.add_argument("--n", type=int, default=24, metavar="N", help="frames (default 24)")
     p.add_argument("--oblique", action="store_true",
                    help="camera pitched -70 degrees (20 off nadir) instead of straight down")
@@ -40,8 +40,10 @@ def _demo(args: argparse.Namespace) -> int:
     if not (data / "damaged").is_dir():
         print(f"skysift demo: no aerial tiles at {show_path(data)} (give --data DIR)", file=sys.stderr)
         return 2
-    paths = write_demo(data, args.out, args.n, pitch=-70.0 if args.oblique else -90.0)
-    out = show_path(args.out)
-    print(f"wrote {len(paths)} frames of flight {FLIGHT} to {show_path(args.out / FLIGHT)}")
-    print(f"next: skysift run --once --folder {out} && skysift report {FLIGHT}")
+    watched = load(args).watch_folder
+    out = args.out or watched or Path("inbox")
+    paths = write_demo(data, out, args.n, pitch=-70.0 if args.oblique else -90.0)
+    print(f"wrote {len(paths)} frames of flight {FLIGHT} to {show_path(out / FLIGHT)}")
+    folder = "" if watched is not None and out.absolute() == watched.absolute() else f" --folder {show_path(out)}"
+    print(f"next: skysift run --once{folder} && skysift report {FLIGHT}")
     return 0

@@ -101,7 +101,9 @@ def _emit(rows: list[dict], cols: tuple[str, ...] | list[str], args: argparse.Na
     if args.json:
         write_json_lines(rows)
         return 0
-    _table([{c: r.get(c) for c in cols} for r in rows], cols)
+    # A table is for reading: the stored absolute source paths, shown as show_path does.
+    _table([{c: show_path(r[c]) if c == "source" and r.get(c) else r.get(c) for c in cols}
+            for r in rows], cols)
     return 0
 
 

@@ -71,9 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _legacy(args: argparse.Namespace) -> int:
     """`skysift sync [--once] [--timeout S] [--json]`, the 0.1 form of `skysift sync run`."""
-    typed = " ".join(["skysift sync"] + ["--once"] * args.old_once
-                     + [f"--timeout {args.old_timeout:g}"] * (args.old_timeout is not None)
-                     + ["--json"] * args.old_json)
+    words = ["skysift sync"] + ["--once"] * args.old_once
+    if args.old_timeout is not None:
+        words.append(f"--timeout {args.old_timeout:g}")
+    typed = " ".join(words + ["--json"] * args.old_json)
     deprecated(typed, typed.replace("skysift sync", "skysift sync run", 1))
     args.once, args.json = args.old_once, args.old_json
     args.timeout = 120.0 if args.old_timeout is None else args.old_timeout
