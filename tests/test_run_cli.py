@@ -386,3 +386,35 @@ def test_log_lines_do_not_break_the_progress_bar(tmp_path: Path, aerial_tiles, c
     # terminal turns each "\n" into "\r\n")
     shown = warned[0].rstrip("\r").rsplit("\r", 1)[-1]
     assert "frame/s" not in shown and "WARNING" in shown.split()[:4], repr(warned[0])
+
+
+def test_demo_poses_are_a_survey_with_overlap_and_the_readers_agree() -> None:
+    """`skysift demo`'s frames: a lawnmower at 50 m with ~70 % overlap, and the EXIF GPS and
+    the DJI XMP pose that agent.imaging reads say the same."""
+    import math
+
+    import cv2
+    import numpy as np
+
+    from agent.bench.demo import FOCAL_PX, retag, survey_poses
+    from agent.imaging.exif import read_exif
+    from agent.imaging.xmp import read_xmp
+
+    poses = survey_poses(9, pitch=-70.0)
+    assert {p.rel_alt for p in poses} == {50.0} and {p.pitch for p in poses} == {-70.0}
+    assert [p.yaw for p in poses] == [90.0] * 3 + [270.0] * 3 + [90.0] * 3  # there and back
+    m_lon = 111_320.0 * math.cos(math.radians(poses[0].lat))
+    step = (poses[1].lon - poses[0].lon) * m_lon
+    gap = (poses[0].lat - poses[3].lat) * 111_320.0
+    assert 1 - step / (3000 / FOCAL_PX * 50) == pytest.approx(0.70, abs=0.01)  # along the line
+    assert 1 - gap / (4000 / FOCAL_PX * 50) == pytest.approx(0.70, abs=0.01)  # across the lines
+    assert poses[5].lon == poses[0].lon  # the second line ends where the first began
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))
+    data = retag(jpeg.tobytes(), poses[4], 4)
+    xmp, exif = read_xmp(data), read_exif(data)
+    assert not xmp.warnings and xmp.vendor == "dji"
+    assert (xmp.pitch, xmp.yaw, xmp.rel_alt, xmp.focal_px) == (-70.0, 270.0, 50.0, pytest.approx(FOCAL_PX))
+    assert xmp.lat == pytest.approx(poses[4].lat, abs=1e-8) and xmp.lon == pytest.approx(poses[4].lon, abs=1e-8)
+    assert exif.lat == pytest.approx(xmp.lat, abs=1e-6) and exif.lon == pytest.approx(xmp.lon, abs=1e-6)
+    assert exif.alt == pytest.approx(xmp.alt_msl) and exif.captured_at.startswith("2026-02-06T09:30")
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (30, 40, 3)
