@@ -418,3 +418,13 @@ def test_demo_poses_are_a_survey_with_overlap_and_the_readers_agree() -> None:
     assert exif.lat == pytest.approx(xmp.lat, abs=1e-6) and exif.lon == pytest.approx(xmp.lon, abs=1e-6)
     assert exif.alt == pytest.approx(xmp.alt_msl) and exif.captured_at.startswith("2026-02-06T09:30")
     assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (30, 40, 3)
+
+
+def test_report_says_why_the_map_is_empty(tmp_path: Path) -> None:
+    cfg = _small_db(tmp_path)  # three frames, none with a position
+    res = skysift("report", "--out", str(tmp_path / "maps"), cfg=cfg)
+    assert res.returncode == 0, res.stderr
+    assert "3 frames: 0 on the map, 3 without position" in res.stdout
+    assert "nothing on the map: no frame has a position" in res.stdout
+    empty = skysift("report", "--out", str(tmp_path / "maps"), cfg=_small_db(tmp_path / "none", 0))
+    assert empty.returncode == 0 and "nothing on the map" not in empty.stdout  # no frames: no hint
