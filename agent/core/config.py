@@ -27,11 +27,11 @@ from pydantic import (
 )
 
 from agent.core.config_errors import format_errors, report
-from agent.core.config_log import LogConfig
 
 # the geotag and camera sections live in their own module; other rooms import them from here.
 from agent.core.config_geo import CameraConfig, GeotagConfig
 from agent.core.config_geo import CameraModelConfig as CameraModelConfig
+from agent.core.config_log import LogConfig
 
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
 from agent.core.config_paths import path_problems, resolve_relative_paths

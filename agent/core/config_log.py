@@ -5,13 +5,12 @@ Kept beside :mod:`agent.core.config` (which embeds it) so that module stays one 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from agent.core.config_values import Section
 
 
-class LogConfig(BaseModel):
-    # The same rules as every other section (agent.core.config._Section): typos fail loudly.
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
+class LogConfig(Section):
     frames: bool = Field(
         default=False,
         description="One INFO line per committed frame (label, p_damaged, position), to watch "
