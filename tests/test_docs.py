@@ -41,3 +41,37 @@ def test_every_command_is_in_the_readme():
 
 def test_readme_embeds_the_current_example_config():
     assert example_config().strip() in README, "README's config reference differs from agent/core/skysift.example.yaml"
+
+
+def _parsers(parser: argparse.ArgumentParser, prefix: str = "skysift"):
+    """(command line, parser) of every subcommand, nested ones included, aliases once."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen: set[int] = set()
+            for name, sub in action.choices.items():
+                if id(sub) not in seen:
+                    seen.add(id(sub))
+                    yield f"{prefix} {name}", sub
+                    yield from _parsers(sub, f"{prefix} {name}")
+
+
+def test_every_subcommand_has_a_description_and_upper_case_positionals():
+    bad = []
+    for cmd, sub in _parsers(build_parser()):
+        if not (sub.description or "").strip():
+            bad.append(f"{cmd}: no description")
+        for action in sub._actions:
+            if action.option_strings or isinstance(action, argparse._SubParsersAction):
+                continue
+            shown = action.metavar or action.dest
+            if shown != shown.upper():
+                bad.append(f"{cmd}: positional {shown!r} is not upper case")
+    assert not bad, bad
+
+
+def test_deprecated_forms_are_in_the_changelog():
+    """Each 0.1 form that still works with a warning is listed under 0.2.0 "Deprecated"."""
+    entry = re.search(r"### 0\.2\.0\n(.*?)\n### ", README, re.S).group(1)
+    deprecated = entry.split("Deprecated", 1)[1]
+    for form in ("--json-array", "bench --json FILE", "--json-out FILE", "sync --once", "sync run"):
+        assert form in deprecated, form

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from agent.cli.common import REMOVED_IN, deprecated
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -57,7 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="model.precision for the pipeline runs (default: the configuration's)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="model.batch_size for every measurement")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the full report as JSON")
+    # 0.1's `--json FILE` wrote a file; `--json` now means JSON on stdout, as everywhere. The old
+    # form still writes FILE (with a warning) until REMOVED_IN: nargs="?" tells the two apart.
+    p.add_argument(
+        "--json", nargs="?", const=True, default=None, metavar="FILE",
+        help="print the full report as JSON instead of Markdown (with FILE: deprecated, "
+        f"the same as --json-out FILE; goes in {REMOVED_IN})",
+    )
+    p.add_argument("--json-out", type=Path, default=None, metavar="FILE", help="write the full report as JSON to FILE")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="write the Markdown report to FILE")
     p.set_defaults(func=_bench)
 
@@ -117,11 +126,16 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"skysift bench: {exc}", file=sys.stderr)
         return 1
     md = to_markdown(report)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    as_json = json.dumps(report, indent=2, default=str) + "\n"
+    json_out = args.json_out
+    if isinstance(args.json, str):
+        deprecated(f"skysift bench --json {args.json}", f"skysift bench --json-out {args.json}")
+        json_out = json_out or Path(args.json)
+    if json_out:
+        json_out.write_text(as_json)
     if args.markdown:
         args.markdown.write_text(md + "\n")
-    print(md)
+    sys.stdout.write(as_json if args.json is True else md + "\n")
     for err in report.get("errors", []):
         print(f"skysift bench: {err}", file=sys.stderr)
     return 1 if report.get("errors") else 0

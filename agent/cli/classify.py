@@ -79,7 +79,7 @@ def _model_cfg(args: argparse.Namespace, cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent.cli.common import load
+    from agent.cli.common import load, user_cache_dir
     from agent.ingest import (
         BatchSizer,
         ClassifierStage,
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     mcfg = _model_cfg(args, cfg)
-    cache_dir = mcfg.cache_dir or cfg.storage.dir / "ov-cache"
+    # No agent, no storage directory: the compiled-model cache is the user's (README "classify").
+    cache_dir = mcfg.cache_dir or user_cache_dir() / "ov-cache"
     fc = create_frame_classifier(mcfg, cache_dir)
     # The agent's own stages, so that a file classified here gets the agent's answer.
     counts = Counts()

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "service",
     "report",
     "station",
+    "demo",
 ]
 
 log = logging.getLogger("skysift")

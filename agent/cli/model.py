@@ -7,9 +7,16 @@ import json
 import sys
 from pathlib import Path
 
+from agent.cli.common import show_path
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("model", help="train, convert or inspect a model")
+    p = subparsers.add_parser(
+        "model",
+        help="train, convert or inspect a model",
+        description="Model directories (model.path): train one on your tiles, convert your own "
+        "network into one, or show one's card and verify its files.",
+    )
     sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
     t = sub.add_parser(
@@ -18,8 +25,8 @@ def register(subparsers) -> None:
         description="Train the CNN, export .keras + OpenVINO IR (+ INT8 if it keeps accuracy) "
         "and write the model card. Deterministic for a given seed.",
     )
-    t.add_argument("--data", required=True, type=Path, help="folder with damaged/ and undamaged/")
-    t.add_argument("--out", required=True, type=Path, help="model directory to write")
+    t.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder with damaged/ and undamaged/")
+    t.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
     t.add_argument("--seed", type=int, default=2020, help="split, initialisation and augmentation seed "
                    "(default 2020, the shipped model's)")
     t.add_argument("--epochs", type=int, default=None, help="default: 40")
@@ -40,8 +47,8 @@ def register(subparsers) -> None:
         "for ONNX) and output one sigmoid [N,1] or an N-class softmax [N,C]. A model the "
         "engines cannot run is refused with the reason, and nothing is written.",
     )
-    c.add_argument("src", type=Path, help=".keras, .h5 or .onnx file, or SavedModel directory")
-    c.add_argument("--out", required=True, type=Path, help="model directory to write")
+    c.add_argument("src", type=Path, metavar="SRC", help=".keras, .h5 or .onnx file, or SavedModel directory")
+    c.add_argument("--out", required=True, type=Path, metavar="DIR", help="model directory to write")
     c.add_argument("--output-meaning", choices=["p_undamaged", "p_damaged"], default="p_undamaged",
                    help="what the sigmoid means (2020 convention: p_undamaged)")
     c.add_argument("--output-kind", choices=["sigmoid", "softmax"], default=None,
@@ -54,8 +61,13 @@ def register(subparsers) -> None:
                    help="keep f32 weights (default: FP16-compressed, half the size)")
     c.set_defaults(func=_convert)
 
-    i = sub.add_parser("info", help="show a model card and verify every file's sha256")
-    i.add_argument("dir", nargs="?", type=Path, default=None, help="model directory (default: shipped)")
+    i = sub.add_parser(
+        "info",
+        help="show a model card and verify every file's sha256",
+        description="Print DIR's model card (input, output, threshold, engines, accuracy) after "
+        "verifying the sha256 of every file it lists; exit 1 if one differs.",
+    )
+    i.add_argument("dir", nargs="?", type=Path, default=None, metavar="DIR", help="model directory (default: shipped)")
     i.add_argument("--json", action="store_true", help="print the card as JSON")
     i.set_defaults(func=_info)
 
@@ -78,7 +90,7 @@ def _train(args: argparse.Namespace) -> int:
         p.architecture = args.architecture
     card = train(args.data, args.out, p, progress=lambda m: print(m, file=sys.stderr, flush=True))
     h = card["metrics"]["held_out"]
-    print(f"wrote {args.out}: held-out accuracy {h['accuracy']:.1%} on {h['n']} tiles, "
+    print(f"wrote {show_path(args.out)}: held-out accuracy {h['accuracy']:.1%} on {h['n']} tiles, "
           f"F1(damaged) {h['f1_damaged']:.3f}")
     return 0
 
@@ -88,7 +100,7 @@ def _convert(args: argparse.Namespace) -> int:
 
     path = convert(args.src, args.out, output_meaning=args.output_meaning, output_kind=args.output_kind,
                    damaged_classes=args.damaged_classes, labels=args.labels, fp16=not args.fp32)
-    print(f"wrote {path}")
+    print(f"wrote {show_path(path)}")
     return 0
 
 

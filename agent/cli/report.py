@@ -15,9 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the KML opens in Google Earth and QGIS.",
     )
     p.add_argument("flights", nargs="*", metavar="FLIGHT", help="flight id or name (default: all flights)")
-    p.add_argument("--out", "-o", type=Path, default=Path("skysift-report"), help="output folder (default: ./skysift-report)")
-    p.add_argument("--top", type=int, default=24, help="how many of the most damaged frames to show with thumbnails (default: 24)")
-    p.add_argument("--title", default=None, help="page title (default: the flight names)")
+    p.add_argument("--out", "-o", type=Path, default=Path("skysift-report"), metavar="DIR", help="output folder (default: ./skysift-report)")
+    p.add_argument("--top", type=int, default=24, metavar="N", help="how many of the most damaged frames to show with thumbnails (default: 24)")
+    p.add_argument("--title", default=None, metavar="TEXT", help="page title (default: the flight names)")
     p.add_argument(
         "--kmz",
         action="store_true",
@@ -47,7 +47,7 @@ def heatmap_sql(cfg) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from agent.cli.common import load
+    from agent.cli.common import load, show_path
     from agent.report.build import write_report
     from models.card import load_card
 
@@ -71,6 +71,10 @@ def _report(args: argparse.Namespace) -> int:
         kmz=args.kmz,
     )
     print(f"{files.frames} frames: {files.located} on the map, {files.unlocated} without position")
+    if files.frames and not files.located:
+        # The page says so too; say it here, where the user is looking right now.
+        print("nothing on the map: no frame has a position (EXIF/XMP GPS, geotag.track or "
+              "telemetry); the page lists every frame with why")
     for path in (files.html, files.geojson, files.csv, files.kml):
-        print(path)
+        print(show_path(path))
     return 0

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
-from agent.cli.common import load
+from agent.cli.common import load, show_path
 from agent.core.config import check_paths
+
+#: the logger of the one-line-per-frame log (log.frames): its own name, so that a user can
+#: tell it from the agent's other INFO lines, and filter on it in the journal
+frame_log = logging.getLogger("skysift.frames")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,12 +55,19 @@ def _run(args: argparse.Namespace) -> int:
     check_paths(cfg, args.config)
     agent = Agent(cfg)
     install_signal_handlers(agent)
+    if cfg.log.frames:
+        agent.ctx.bus.subscribe("frames_committed", _log_frames)
     bar = None
     progress = None
+    redirect: Any = nullcontext()
     if args.once and not args.no_progress and sys.stderr.isatty():
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         bar = tqdm(unit="frame", desc="skysift", file=sys.stderr, dynamic_ncols=True)
+        # A log line written under the bar would leave a torn bar behind it on the terminal:
+        # route the log through tqdm.write, which clears the bar, prints, and redraws it.
+        redirect = logging_redirect_tqdm(tqdm_class=tqdm)
 
         def progress(done: int, total: int) -> None:
             bar.total = max(total, done)
@@ -61,7 +75,25 @@ def _run(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        return agent.run(once=args.once, progress=progress)
+        with redirect:
+            return agent.run(once=args.once, progress=progress)
     finally:
         if bar is not None:
             bar.close()
+
+
+def frame_line(row: dict[str, Any]) -> str:
+    """One committed frame as one log line: where it came from, and what the agent made of it."""
+    where = f" at {row['lat']:.6f},{row['lon']:.6f}" if row.get("lat") is not None else ""
+    src = show_path(row["source"]) if row.get("source") else "?"
+    if row.get("status") != "classified":
+        return f"{row.get('flight_id')} {src}: {row.get('status')} ({row.get('reason')}){where}"
+    return (f"{row.get('flight_id')} {src}: {str(row.get('label')).upper()} "
+            f"p_damaged={row.get('p_damaged') or 0:.3f} "
+            f"tiles {row.get('damaged_tiles')}/{row.get('tiles')} damaged{where}")
+
+
+def _log_frames(rows: list[dict[str, Any]], **_: Any) -> None:
+    # Runs on the committer's thread (agent.core.events): a log call per row, nothing slower.
+    for row in rows:
+        frame_log.info("%s", frame_line(row))

@@ -281,16 +281,28 @@ def _uninstall(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("service", help="install or remove the systemd service")
+    p = sub.add_parser(
+        "service",
+        help="install or remove the systemd service",
+        description="Run skysift as a hardened systemd service: install writes the unit, the "
+        "system user, the directories and a config template; uninstall removes them.",
+    )
     ssub = p.add_subparsers(dest="service_command", metavar="ACTION", required=True)
 
-    inst = ssub.add_parser("install", help="write the unit, user, directories and config template")
-    inst.add_argument("--prefix", default="/", help="root to install into (default /)")
-    inst.add_argument("--user", default="skysift", help="system user the service runs as")
+    inst = ssub.add_parser(
+        "install",
+        help="write the unit, user, directories and config template",
+        description="Write skysift.service (ExecStart: this skysift), the sysusers and tmpfiles "
+        "entries, /etc/skysift/skysift.yaml (kept if present) and the /usr/local/bin/skysift "
+        "wrapper under --prefix; on a running systemd, reload it (and start with --now).",
+    )
+    inst.add_argument("--prefix", default="/", metavar="DIR", help="root to install into (default /)")
+    inst.add_argument("--user", default="skysift", metavar="NAME", help="system user the service runs as")
     inst.add_argument(
         "--exec",
         dest="exec_path",
         default=None,
+        metavar="PATH",
         help="skysift executable for ExecStart (default: the one running this command)",
     )
     inst.add_argument("--now", action="store_true", help="also enable and start the service")
@@ -300,10 +312,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     inst.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     inst.set_defaults(func=_install)
 
-    un = ssub.add_parser("uninstall", help="stop, disable and remove the service files")
-    un.add_argument("--prefix", default="/")
+    un = ssub.add_parser(
+        "uninstall",
+        help="stop, disable and remove the service files",
+        description="Stop and disable skysift.service and remove what install wrote; the "
+        "configuration and the data stay unless --purge.",
+    )
+    un.add_argument("--prefix", default="/", metavar="DIR", help="root it was installed into (default /)")
     un.add_argument(
         "--purge", action="store_true", help="also delete /etc/skysift and /var/lib/skysift (all data!)"
     )
-    un.add_argument("--dry-run", action="store_true")
+    un.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     un.set_defaults(func=_uninstall)

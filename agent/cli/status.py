@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
         help="engine, flights, frames, sync backlog, links, disk and rate of the agent",
+        description="What the agent is doing, from its database and state file: works whether "
+        "it runs (as a service or in a shell) or not. Run it again, or under `watch`, to follow "
+        "a flight.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_status)

@@ -1,9 +1,12 @@
 """`skysift sync`: push the outbox to GCS and BigQuery.
 
 - ``skysift sync init``: create the bucket, dataset, tables and de-duplicated views.
-- ``skysift sync --once``: push everything pending, exit 0 when all is done, 1 with a summary.
+- ``skysift sync run --once``: push everything pending, exit 0 when all is done, 1 with a summary.
+- ``skysift sync run``: run the sync loop in the foreground (without the agent) until Ctrl-C.
 - ``skysift sync status``: what is pending per target, open batches, budget use.
-- ``skysift sync``: run the sync loop in the foreground (without the agent) until Ctrl-C.
+
+0.1 spelled ``sync run`` as flags on ``sync`` itself (``skysift sync --once``, bare ``skysift
+sync``): those still work until REMOVED_IN, with a warning (README "Changelog").
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 
-from agent.cli.common import load
+from agent.cli.common import REMOVED_IN, deprecated, load, show_path
 
 log = logging.getLogger(__name__)
 
@@ -24,36 +27,72 @@ log = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sync",
-        help="push results to GCS and BigQuery (init, --once, status)",
+        help="push results to GCS and BigQuery (init, run, status)",
         description="Store and forward: push the local outbox to GCS and BigQuery, exactly once.",
     )
-    p.add_argument(
-        "action",
-        nargs="?",
-        choices=["init", "status", "run"],
-        default="run",
-        help="init: create bucket, dataset, tables, views; status: pending work; "
-        "run (default): sync until Ctrl-C, or once with --once",
+    # The 0.1 flag forms, on `sync` itself. Their own dests: argparse copies a subcommand's
+    # defaults over the parent's values, which would erase `sync --once run`.
+    old = f"deprecated (goes in {REMOVED_IN}): the same as on `sync run`"
+    p.add_argument("--once", dest="old_once", action="store_true", help=old)
+    p.add_argument("--timeout", dest="old_timeout", type=float, default=None, metavar="S", help=old)
+    p.add_argument("--json", dest="old_json", action="store_true", help=old)
+    p.set_defaults(func=_legacy)
+    ssub = p.add_subparsers(dest="sync_command", metavar="ACTION")
+    i = ssub.add_parser(
+        "init",
+        help="create the bucket, dataset, tables and de-duplicated views",
+        description="Create what sync writes to: the GCS bucket (sync.gcs.bucket) and the "
+        "BigQuery dataset, tables and de-duplicated views (sync.bigquery). Safe to run again.",
     )
-    p.add_argument("--once", action="store_true", help="push everything pending, then exit")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=120.0,
-        help="with --once: give up after this many seconds of retrying (default 120)",
+    i.set_defaults(func=_cmd_init)
+    r = ssub.add_parser(
+        "run",
+        help="sync until Ctrl-C, or everything pending once with --once",
+        description="Push the outbox without the agent: until SIGINT/SIGTERM, or with --once "
+        "everything pending now (exit 0 when all is done, 1 with a summary if not). One writer "
+        "per storage directory: refused while the agent runs.",
     )
-    p.add_argument("--json", action="store_true", help="status/--once summary as JSON")
-    p.set_defaults(func=run)
+    r.add_argument("--once", action="store_true", help="push everything pending, then exit")
+    r.add_argument(
+        "--timeout", type=float, default=120.0, metavar="S",
+        help="with --once: give up after S seconds of retrying (default 120)",
+    )
+    r.add_argument("--json", action="store_true", help="with --once: the summary as JSON")
+    r.set_defaults(func=_cmd_run)
+    st = ssub.add_parser(
+        "status",
+        help="pending work per target, open batches, failures and storage use",
+        description="What still waits for each sync target, read from the database (read "
+        "only: works while the agent runs).",
+    )
+    st.add_argument("--json", action="store_true", help="as JSON")
+    st.set_defaults(func=_cmd_status)
 
 
-def run(args: argparse.Namespace) -> int:
+def _legacy(args: argparse.Namespace) -> int:
+    """`skysift sync [--once] [--timeout S] [--json]`, the 0.1 form of `skysift sync run`."""
+    words = ["skysift sync"] + ["--once"] * args.old_once
+    if args.old_timeout is not None:
+        words.append(f"--timeout {args.old_timeout:g}")
+    typed = " ".join(words + ["--json"] * args.old_json)
+    deprecated(typed, typed.replace("skysift sync", "skysift sync run", 1))
+    args.once, args.json = args.old_once, args.old_json
+    args.timeout = 120.0 if args.old_timeout is None else args.old_timeout
+    return _cmd_run(args)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    return _init(load(args))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return _status(load(args), args.json or args.old_json)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args)
     from sync.loop import sync_configured
 
-    if args.action == "init":
-        return _init(cfg)
-    if args.action == "status":
-        return _status(cfg, args.json)
     if not sync_configured(cfg):
         print("skysift: no sync target configured (set sync.bigquery.project and/or sync.gcs.bucket)",
               file=sys.stderr)
@@ -62,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Pushing writes delivery state: one writer per storage directory, the agent included.
     with StorageLock(cfg.storage.dir):
-        if args.once:
-            return _once(cfg, args.timeout, args.json)
+        if args.once or args.old_once:
+            timeout = args.timeout if args.old_timeout is None else args.old_timeout
+            return _once(cfg, timeout, args.json or args.old_json)
         return _forever(cfg)
 
 
@@ -135,7 +175,7 @@ def _status(cfg, as_json: bool) -> int:
     from sync import per_target
 
     if not cfg.db_path.exists():
-        print(f"no database at {cfg.db_path}")
+        print(f"no database at {show_path(cfg.db_path)}")
         return 0
     store = Store(cfg.db_path, readonly=True)
     try:

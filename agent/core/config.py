@@ -31,6 +31,7 @@ from agent.core.config_errors import format_errors, report
 # the geotag and camera sections live in their own module; other rooms import them from here.
 from agent.core.config_geo import CameraConfig, GeotagConfig
 from agent.core.config_geo import CameraModelConfig as CameraModelConfig
+from agent.core.config_log import LogConfig
 
 # resolve_secret_path lives with the other path lookups; other rooms import it from here.
 from agent.core.config_paths import path_problems, resolve_relative_paths
@@ -308,6 +309,7 @@ class Config(Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tak: TakConfig = Field(default_factory=TakConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log: LogConfig = Field(default_factory=LogConfig)
 
     @field_validator("device_id")
     @classmethod
