@@ -1,3 +1,3 @@
 """skysift: on-board damage classification agent for disaster response."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
