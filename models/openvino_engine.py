@@ -77,10 +77,16 @@ def precision_name(t) -> str:
 
 def ir_kind(card: ModelCard, precision: str) -> str:
     """Which IR of the card runs: the INT8 one when asked for, or for ``auto`` when the card
-    shows it loses no accuracy (:attr:`ModelCard.int8_verified`). On this project's CPU it runs
-    1.7x the bf16 throughput (docs/benchmarks.md); the float IR stays for f32/bf16/f16."""
-    if precision == "int8" or (precision == "auto" and card.int8_verified):
+    shows it reproduces the float IR (:attr:`ModelCard.int8_verified`). On this project's CPU it
+    runs 1.7x the bf16 throughput (docs/benchmarks.md); the float IR stays for f32/bf16/f16."""
+    if precision == "int8":
         return "openvino_int8"
+    if precision == "auto":
+        why = card.int8_unverified_reason
+        if why is None:
+            return "openvino_int8"
+        if card.has("openvino_int8"):
+            log.warning("model.precision auto runs the float IR, not the INT8 one: %s", why)
     return "openvino"
 
 

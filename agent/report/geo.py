@@ -19,10 +19,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
-#: a tile counts as damaged from this probability on (the classifier's decision threshold)
-TILE_THRESHOLD = 0.5
+
+
+@lru_cache(maxsize=1)
+def tile_threshold() -> float:
+    """The p(damaged) cut above which the shipped model calls a tile damaged: its card's
+    threshold (tuned out of fold in training), so the heat map draws exactly the tiles the
+    classifier counted in ``damaged_tiles``."""
+    from models.card import load_card
+
+    return load_card().p_damaged_threshold
 
 
 def valid_position(lat: float | None, lon: float | None) -> str | None:
@@ -102,8 +111,9 @@ def _rotate(x: float, y: float, heading_deg: float) -> tuple[float, float]:
     return x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
 
 
-def damaged_tile_boxes(row: dict) -> list[tuple[int, int, float, tuple[int, int, int, int]]]:
-    """(row, col, p_damaged, (x0, y0, x1, y1)) in original-frame pixels for each damaged tile.
+def damaged_tile_boxes(row: dict, threshold: float | None = None) -> list[tuple[int, int, float, tuple[int, int, int, int]]]:
+    """(row, col, p_damaged, (x0, y0, x1, y1)) in original-frame pixels for each damaged tile:
+    p_damaged above ``threshold`` (default :func:`tile_threshold`, the model card's).
 
     Tiles are placed exactly as the classifier cut them (:func:`models.frame.tile_starts`: the
     last row and column are shifted inward to end at the image edge).
@@ -115,12 +125,13 @@ def damaged_tile_boxes(row: dict) -> list[tuple[int, int, float, tuple[int, int,
     grid = row.get("tile_grid")
     if not (width and height and tile_px > 0 and isinstance(grid, list)):
         return []
+    cut = tile_threshold() if threshold is None else threshold
     ys, xs = tile_starts(height, tile_px), tile_starts(width, tile_px)
     th, tw = min(tile_px, height), min(tile_px, width)
     out = []
     for r, cells in enumerate(grid[: len(ys)]):
         for c, p in enumerate((cells or [])[: len(xs)]):
-            if p is not None and p >= TILE_THRESHOLD:
+            if p is not None and p > cut:
                 out.append((r, c, float(p), (xs[c], ys[r], xs[c] + tw, ys[r] + th)))
     return out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.report.data import ReportData, ReportFrame
-from agent.report.geo import EARTH_RADIUS_M, TILE_THRESHOLD, damaged_tile_boxes
+from agent.report.geo import EARTH_RADIUS_M, damaged_tile_boxes, tile_threshold
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def build_payload(data: ReportData, storage_dir: Path | None = None, top: int = 
         "generated_at": data.generated_at,
         "projection": {"lat0": data.projection.lat0, "lon0": data.projection.lon0, "kx": kx, "ky": ky},
         "camera": {"hfov_deg": data.hfov_deg, "vfov_deg": data.vfov_deg},
-        "tile_threshold": TILE_THRESHOLD,
+        "tile_threshold": tile_threshold(),
         "spacing_m": _r(point_spacing([f.xy for f in located]), 2),
         "flights": data.flight_counts(),
         "frames_total": len(data.frames),
