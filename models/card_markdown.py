@@ -73,10 +73,10 @@ def write_markdown(out_dir: Path, card: dict[str, Any]) -> Path:
         "",
         "Training is bit-for-bit reproducible on the same CPU type and library versions "
         "(seeded, op determinism, one inter-op thread). "
-        f"Reproduce: `skysift model train --data {d['path']} --out models/damage-cnn --seed "
-        f"{t['split']['seed']} --epochs {t['epochs']}"
-        + (f" --cv {cv['k']}" if cv else "") + "`"
-        + (" (after `python -m models.ablation`, whose ablations.json the card includes)"
+        "Reproduce: `" + (t.get("command") or f"skysift model train --data {d['path']} --out models/damage-cnn "
+                          f"--seed {t['split']['seed']} --epochs {t['epochs']}" + (f" --cv {cv['k']}" if cv else ""))
+        + "`"
+        + ("; ablations: `python -m models.ablation` (writes ablations.json and this card's table)"
            if card.get("ablations") else ""),
         "",
     ]
@@ -109,10 +109,11 @@ def _ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     out = ["## Ablations (cross-validated accuracy with and without each change)", "",
-           "| change | with | without | command (without) |", "|---|---|---|---|"]
+           "| change | in the shipped model | with | without | command |", "|---|---|---|---|---|"]
     for r in rows:
         w, wo = r["with"], r["without"]
-        out.append(f"| {r['change']} | {w['accuracy_mean']:.1%} +/- {w['accuracy_std']:.1%}"
+        out.append(f"| {r['change']} | {'yes' if r.get('shipped') else 'no'} "
+                   f"| {w['accuracy_mean']:.1%} +/- {w['accuracy_std']:.1%}"
                    + _perturbed(w) + f" | {wo['accuracy_mean']:.1%} +/- {wo['accuracy_std']:.1%}"
                    + _perturbed(wo) + f" | `{r['command']}` |")
     return out + ["", "(perturbed: accuracy of the fold models on rotated / brightened / contrast-changed "

@@ -77,15 +77,17 @@ def _timed(compiled, x: np.ndarray) -> float:
     return time.perf_counter() - t
 
 
-def ablations(out_dir: Path, cv: dict[str, Any] | None, calib: dict[str, Any] | None,
-              command: str) -> list[dict[str, Any]]:
-    """CV accuracy with and without each change: the "without" runs come from
-    ``ablations.json`` (``python -m models.ablation``), the "with" side is this run's CV."""
+def ablations(out_dir: Path, card: dict[str, Any]) -> list[dict[str, Any]]:
+    """CV accuracy with and without each change. One side is the card's own CV (the shipped
+    configuration); the other comes from ``ablations.json`` (``python -m models.ablation``: the
+    same CV with one change toggled). The tuned threshold needs no extra run: its two sides are
+    the same out-of-fold predictions at 0.5 and at a threshold tuned on the other folds."""
+    cv, calib = card["metrics"].get("cross_validation"), card["metrics"].get("calibration")
     if not cv or not calib:
         return []
-    with_ = {k: cv[k] for k in ("accuracy_mean", "accuracy_std", "perturbed_accuracy_mean",
-                                "perturbed_accuracy_std", "folds")}
-    rows = [{"change": "decision threshold tuned out of fold (and Platt calibration)",
+    command = card["training"]["command"]
+    shipped = {k: cv[k] for k in _CV_KEYS if k in cv}
+    rows = [{"change": "decision threshold tuned out of fold (and Platt calibration)", "shipped": True,
              "with": calib["cv_accuracy_at_threshold"],
              "without": {"accuracy_mean": cv["accuracy_mean"], "accuracy_std": cv["accuracy_std"],
                          "folds": cv["folds"], "note": "threshold 0.5 on uncalibrated p"},
@@ -93,6 +95,11 @@ def ablations(out_dir: Path, cv: dict[str, Any] | None, calib: dict[str, Any] | 
     path = Path(out_dir) / "ablations.json"
     if path.exists():
         for r in json.loads(path.read_text(encoding="utf-8")):
-            rows.append({"change": r["change"], "with": with_, "without": r["without"],
-                         "command": r["command"], "with_command": command})
+            on = not r["variant_has_change"]  # the shipped model has the change the variant lacks
+            rows.append({"change": r["change"], "shipped": on,
+                         "with": shipped if on else r["variant"], "without": r["variant"] if on else shipped,
+                         "command": r["command"], "shipped_command": command})
     return rows
+
+
+_CV_KEYS = ("accuracy_mean", "accuracy_std", "perturbed_accuracy_mean", "perturbed_accuracy_std", "folds")

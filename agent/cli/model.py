@@ -29,10 +29,10 @@ def register(subparsers) -> None:
     t.add_argument("--architecture", default=None, choices=["cnn2020", "cnn2020-bn"],
                    help="cnn2020 (the 2020 network as published) or cnn2020-bn (default, shipped)")
     t.add_argument("--no-augment", action="store_true", help="train without any augmentation")
-    t.add_argument("--no-photometric", action="store_true",
-                   help="no brightness/contrast/gamma augmentation (an ablation)")
-    t.add_argument("--no-degrade", action="store_true",
-                   help="no blur/noise/zoom augmentation (an ablation)")
+    t.add_argument("--photometric", action="store_true",
+                   help="add brightness/contrast/gamma augmentation (an ablation: off when shipped)")
+    t.add_argument("--degrade", action="store_true",
+                   help="add blur/noise/zoom augmentation (an ablation: off when shipped)")
     t.add_argument("--no-int8", action="store_true", help="skip INT8 quantization")
     t.set_defaults(func=_train)
 
@@ -59,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 
     p = TrainParams(seed=args.seed, cv_folds=args.cv, test_frac=args.test_frac,
                     augment=not args.no_augment, int8=not args.no_int8,
-                    photometric=not args.no_photometric, degrade=not args.no_degrade)
+                    photometric=args.photometric, degrade=args.degrade)
     if args.epochs is not None:
         p.epochs = args.epochs
     if args.architecture:
