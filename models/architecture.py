@@ -2,8 +2,8 @@
 
 Both take 128x128x1 float32 tiles already scaled to [0, 1] (the engines scale u8 / 255 in
 their preprocessing, as the card says) and end in one sigmoid: p(undamaged), the 2020
-convention (>= 0.5 means undamaged). Keras is imported inside the builders so importing this
-module stays cheap.
+convention (undamaged from the card's threshold on; 0.5 before training tunes it). Keras is
+imported inside the builders so importing this module stays cheap.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ Card fields used by the engines::
       "input": {"height": 128, "width": 128, "channels": 1, "layout": "NHWC",
                 "dtype": "float32", "scale": 0.00392156862745098},   # u8 * scale
       "output": {"kind": "sigmoid", "meaning": "p_undamaged"},  # 2020: sigmoid >= 0.5 is undamaged
-      "labels": {"0": "damaged", "1": "undamaged"}, "threshold": 0.5,
+      "labels": {"0": "damaged", "1": "undamaged"},
+      "threshold": 0.5,   # on the output; training tunes it out of fold (metrics.calibration)
       "engines": ["openvino", "tensorflow"],    # which engines can run it (default: from files)
       "files": {"keras": "model.keras", "openvino": "model.xml", "openvino_int8": "model-int8.xml"},
       "sha256": {"model.keras": "...", "model.xml": "...", "model.bin": "...", ...},
@@ -133,12 +134,42 @@ class ModelCard:
 
     @property
     def int8_verified(self) -> bool:
-        """True when the card ships an INT8 IR that training measured as accurate as the float
-        one (``metrics.int8.shipped``: held-out accuracy within its tolerance). Only then does
-        ``model.precision: auto`` run it; an INT8 IR the card vouches for by hash alone is
-        used only when asked for by name."""
+        """True when the card ships an INT8 IR that training measured as reproducing the float
+        one (:attr:`int8_unverified_reason` is None). Only then does ``model.precision: auto``
+        run it; an INT8 IR the card vouches for by hash alone is used only when asked for by
+        name."""
+        return self.int8_unverified_reason is None
+
+    @property
+    def int8_unverified_reason(self) -> str | None:
+        """Why ``precision: auto`` must not run the INT8 IR, or None when it may: the card must
+        ship it (``metrics.int8.shipped``) and record ``metrics.int8.agreement`` with every
+        label equal to float's and max |dp| within the allowed bound, on ``n`` tiles no
+        training or quantizer calibration saw."""
         i8 = self.data.get("metrics", {}).get("int8", {})
-        return self.has("openvino_int8") and i8.get("shipped") is True and "held_out" in i8
+        if not self.has("openvino_int8") or i8.get("shipped") is not True:
+            return "the card ships no verified INT8 IR"
+        agree = i8.get("agreement")
+        if not isinstance(agree, dict) or not {"max_abs_dp", "label_agreement", "n"} <= set(agree):
+            return "the card records no INT8-vs-float agreement (metrics.int8.agreement)"
+        allowed = float(agree.get("max_abs_dp_allowed", 0.02))
+        if agree["label_agreement"] < 1.0 or agree["max_abs_dp"] > allowed or agree["n"] < 1:
+            return (f"INT8 does not reproduce float on {agree['n']} tiles (max |dp| "
+                    f"{agree['max_abs_dp']}, labels agree {agree['label_agreement']:.1%})")
+        return None
+
+    @property
+    def p_damaged_threshold(self) -> float:
+        """The card's threshold as a p(damaged) cut: a tile is damaged above it (p_undamaged
+        models: p_undamaged < threshold) or from it on (p_damaged models)."""
+        return 1.0 - self.threshold if self.output_is_p_undamaged else self.threshold
+
+    def is_damaged(self, p_damaged):
+        """Per-tile decision at the card's threshold, for p(damaged) as every engine returns
+        it: the one rule that engines, the report heat map and the labels share."""
+        if self.output_is_p_undamaged:
+            return (1.0 - p_damaged) < self.threshold
+        return p_damaged >= self.threshold
 
     def path_for(self, kind: str) -> Path:
         """The verified path of the file of ``kind`` (``keras``, ``openvino``, ``openvino_int8``)."""

@@ -60,11 +60,7 @@ def load_dataset(data_dir: Path, input_px: int = 128) -> Dataset:
 def provenance(data_dir: Path, ds: Dataset) -> dict[str, Any]:
     """Where the data came from: the path (relative to the project when possible), counts, and a
     sha256 over the sorted "name sha256" lines, which pins both the file list and the contents."""
-    data_dir = Path(data_dir)
-    try:
-        shown = os.path.relpath(data_dir.resolve(), PROJECT_ROOT)
-    except ValueError:  # other drive on Windows
-        shown = str(data_dir)
+    shown = provenance_path(data_dir)
     lines = sorted(f"{n} {h}" for n, h in zip(ds.names, ds.file_sha256, strict=True))
     return {
         "path": shown,
@@ -72,6 +68,14 @@ def provenance(data_dir: Path, ds: Dataset) -> dict[str, Any]:
         "files_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
         "files_sha256_method": "sha256 of the sorted lines '<class>/<name> <sha256 of file>' joined by \\n",
     }
+
+
+def provenance_path(path: Path) -> str:
+    """``path`` relative to the project when possible: cards must not name this machine's paths."""
+    try:
+        return os.path.relpath(Path(path).resolve(), PROJECT_ROOT)
+    except ValueError:  # other drive on Windows
+        return str(path)
 
 
 def stratified_split(y: np.ndarray, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +108,57 @@ def dihedral(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         t = np.rot90(x[i], op % 4)
         out[i] = t[:, ::-1] if op >= 4 else t
     return out
+
+
+def photometric(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Random brightness, contrast and gamma per tile (N, H, W) uint8: drone exposures vary
+    with sun, haze and camera, and 150 tiles from one survey do not show that variety."""
+    n = len(x)
+    f = x.astype(np.float32) / np.float32(255)
+    gamma = np.exp(rng.uniform(-0.25, 0.25, n) * strength).astype(np.float32)[:, None, None]
+    contrast = (1 + rng.uniform(-0.25, 0.25, n) * strength).astype(np.float32)[:, None, None]
+    bright = (rng.uniform(-0.12, 0.12, n) * strength).astype(np.float32)[:, None, None]
+    f = f**gamma
+    mean = f.mean(axis=(1, 2), keepdims=True)
+    f = (f - mean) * contrast + mean + bright
+    return np.clip(np.rint(f * 255), 0, 255).astype(np.uint8)
+
+
+def degrade(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random mild blur or sensor noise per tile, and a small zoom: camera focus, ISO and
+    flight altitude change from frame to frame."""
+    import cv2
+
+    out = np.empty_like(x)
+    h, w = x.shape[1:]
+    for i, t in enumerate(x):
+        r = rng.random()
+        if r < 0.25:
+            t = cv2.GaussianBlur(t, (0, 0), sigmaX=float(rng.uniform(0.3, 1.0)))
+        elif r < 0.5:
+            noisy = t.astype(np.float32) + rng.normal(0, rng.uniform(2, 8), t.shape).astype(np.float32)
+            t = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        scale = float(rng.uniform(0.9, 1.1))
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, scale)
+        out[i] = cv2.warpAffine(t, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return out
+
+
+def probe_tiles(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Perturbed copies of tiles, the same for a seed: each tile rotated by a free angle, with a
+    brightness shift, a contrast change and Gaussian noise (one of each, not compounded). Used to
+    check that every engine and precision agrees on tiles no calibration has seen."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = x.shape[1:]
+    out = []
+    for t in x:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(10, 80)), 1.0)
+        out.append(cv2.warpAffine(t, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
+        f = t.astype(np.float32)
+        out.append(np.clip(f + rng.uniform(-40, 40), 0, 255).astype(np.uint8))
+        mean = f.mean()
+        out.append(np.clip((f - mean) * rng.uniform(0.6, 1.4) + mean, 0, 255).astype(np.uint8))
+        out.append(np.clip(np.rint(f + rng.normal(0, 8, f.shape)), 0, 255).astype(np.uint8))
+    return np.stack(out)

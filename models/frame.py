@@ -15,7 +15,8 @@ When the JPEG was decoded at reduced size (``DecodedImage.scale < 1``), a tile i
 ``tile_px * scale`` decoded pixels: the same part of the scene.
 
 Decision. A tile is damaged when the model says so at the card's threshold (for the 2020
-convention, output p_undamaged < 0.5). A frame is damaged when the fraction of damaged tiles is
+convention, output p_undamaged < threshold; training tunes it out of fold, and the calibration
+is folded into the model, so every engine returns the same calibrated p). A frame is damaged when the fraction of damaged tiles is
 more than ``model.damaged_fraction`` (default 0: any damaged tile). Its ``p_damaged`` is the
 highest tile probability.
 """
@@ -184,11 +185,8 @@ class FrameClassifier:
     # -------------------------------------------------------------------- inference
 
     def is_damaged(self, p_damaged: np.ndarray) -> np.ndarray:
-        """Per-tile decision at the card's threshold (2020: p_undamaged >= 0.5 is undamaged)."""
-        thr = self.card.threshold
-        if self.card.output_is_p_undamaged:
-            return (1.0 - p_damaged) < thr
-        return p_damaged >= thr
+        """Per-tile decision at the card's threshold (:meth:`ModelCard.is_damaged`)."""
+        return self.card.is_damaged(p_damaged)
 
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """p(damaged) for (N, input, input) uint8 tiles, in batches, with run-time fallback."""

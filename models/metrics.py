@@ -42,3 +42,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
     centre = (phat + z * z / (2 * n)) / denom
     half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
     return [round(float(centre - half), 4), round(float(centre + half), 4)]
+
+
+def brier(p_undamaged: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared error of the probability against the 0/1 label (lower is better)."""
+    p, y = np.asarray(p_undamaged, np.float64), np.asarray(y, np.float64)
+    return round(float(np.mean((p - y) ** 2)), 4) if len(y) else 0.0
+
+
+def ece(p_undamaged: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the tile-weighted mean |observed rate - mean p| over ``bins``
+    equal-width probability bins. 0 means "p = 0.7" is right 70 % of the time."""
+    p, y = np.asarray(p_undamaged, np.float64), np.asarray(y, np.float64)
+    if not len(y):
+        return 0.0
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    err = sum(abs(y[which == b].mean() - p[which == b].mean()) * (which == b).sum()
+              for b in range(bins) if (which == b).any())
+    return round(float(err / len(y)), 4)
+
+
+def calibration_figures(p_undamaged: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {"brier": brier(p_undamaged, y), "ece": ece(p_undamaged, y)}

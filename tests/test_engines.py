@@ -496,3 +496,61 @@ def test_performance_hint_reaches_the_compiled_model(tmp_path, tiles, hint):
         ref.close()
     finally:
         fc.close()
+
+
+def _card_with_int8_metrics(card, tmp_path: Path, change) -> object:
+    """The shipped model with its card's ``metrics.int8`` edited by ``change`` (hashes kept)."""
+    d = tmp_path / "edited"
+    shutil.copytree(card.dir, d)
+    data = json.loads((d / "model_card.json").read_text())
+    change(data["metrics"]["int8"])
+    (d / "model_card.json").write_text(json.dumps(data))
+    return load_card(d)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda i8: i8.pop("agreement"), "records no INT8-vs-float agreement"),
+        (lambda i8: i8["agreement"].update(max_abs_dp=0.09), "does not reproduce float"),
+        (lambda i8: i8["agreement"].update(label_agreement=0.98), "does not reproduce float"),
+    ],
+)
+def test_auto_runs_float_unless_the_card_records_int8_agreement(card, tmp_path, caplog, change, why):
+    from models.openvino_engine import OpenVinoClassifier
+
+    edited = _card_with_int8_metrics(card, tmp_path, change)
+    assert not edited.int8_verified and why in edited.int8_unverified_reason
+    with caplog.at_level(logging.WARNING, logger="models.openvino_engine"):
+        auto = OpenVinoClassifier(edited, "CPU", "auto")
+    assert auto.precision != "int8"
+    assert why in caplog.text and "runs the float IR" in caplog.text
+    # asked for by name, the INT8 IR still runs: the card vouches for its bytes
+    assert OpenVinoClassifier(edited, "CPU", "int8").precision == "int8"
+
+
+def test_frame_decision_uses_the_card_threshold(card, tmp_path):
+    d = tmp_path / "thr"
+    shutil.copytree(card.dir, d)
+    data = json.loads((d / "model_card.json").read_text())
+    data["threshold"] = 0.3  # p_undamaged < 0.3 is damaged: p_damaged > 0.7
+    (d / "model_card.json").write_text(json.dumps(data))
+    edited = load_card(d)
+    p = np.array([0.5, 0.69, 0.71, 0.95])
+    assert edited.is_damaged(p).tolist() == [False, False, True, True]
+    assert edited.p_damaged_threshold == pytest.approx(0.7)
+    fc = FrameClassifier(edited, [EngineCandidate("fake", lambda: _ConstantEngine(p))])
+    assert fc.is_damaged(p).tolist() == [False, False, True, True]
+
+
+class _ConstantEngine(Classifier):
+    engine, device, precision, input_px = "fake", "CPU", "f32", 128
+
+    def __init__(self, p: np.ndarray):
+        self.p = p
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        return self.p[: len(tiles)]
+
+    def close(self) -> None:
+        pass

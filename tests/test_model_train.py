@@ -69,6 +69,58 @@ def test_metrics_treat_damaged_as_positive():
     assert 0.1 < low < 0.6 < high < 0.95  # 3 of 5 right says little: a wide interval
 
 
+def test_platt_fit_recovers_a_known_miscalibration():
+    from models.calibration import apply_platt, fit_platt, logit, sigmoid
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < sigmoid(z)).astype(int)  # z is the true log-odds
+    over_confident = sigmoid(3 * z - 1)  # what an over-confident, shifted network would say
+    a, b = fit_platt(over_confident, y)
+    assert a == pytest.approx(1 / 3, abs=0.05) and b == pytest.approx(1 / 3, abs=0.1)
+    inside = np.abs(3 * z - 1) < 15  # p is clipped to [1e-7, 1 - 1e-7] before the logit
+    got = logit(apply_platt(over_confident, a, b))[inside]
+    assert np.allclose(got, (3 * z - 1)[inside] * a + b, atol=1e-6)
+
+
+def test_calibration_lowers_brier_and_ece_of_a_miscalibrated_p():
+    from models.calibration import apply_platt, fit_platt, sigmoid
+    from models.metrics import brier, ece
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, 3000)
+    y = (rng.random(3000) < sigmoid(z)).astype(int)
+    p = sigmoid(4 * z)
+    q = apply_platt(p, *fit_platt(p, y))
+    assert brier(q, y) < brier(p, y) and ece(q, y) < ece(p, y) / 2
+    assert ece(np.full(10, 0.7), np.array([1] * 7 + [0] * 3)) == pytest.approx(0.0)
+    assert brier(np.array([1.0, 0.0]), np.array([0, 0])) == pytest.approx(0.5)
+
+
+def test_threshold_maximises_balanced_accuracy_in_the_middle_of_the_gap():
+    from models.calibration import choose_threshold, logit, sigmoid
+
+    # undamaged (1) from p 0.3 up, damaged (0) below 0.2: any cut in between is perfect,
+    # 0.5 is not (it calls the 0.3 and 0.4 undamaged tiles damaged)
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    t = choose_threshold(p, y)
+    assert 0.2 < t < 0.3
+    assert t == pytest.approx(float(sigmoid((logit(0.2) + logit(0.3)) / 2)), abs=1e-4)
+
+
+def test_calibration_folds_into_the_output_layer():
+    from models.architecture import build_model
+    from models.calibration import apply_platt, fold_into_model
+    from models.train import keras_predict
+
+    model = build_model("cnn2020-bn")
+    x = np.random.default_rng(2).integers(0, 255, (4, 128, 128), dtype=np.uint8)
+    before = keras_predict(model, x)
+    fold_into_model(model, 0.5, -0.3)
+    assert np.allclose(keras_predict(model, x), apply_platt(before, 0.5, -0.3), atol=1e-5)
+
+
 # --- end-to-end training ---------------------------------------------------------------------
 
 

@@ -66,7 +66,11 @@ def test_a_tile_is_damaged_by_the_threshold_given():
 
 
 def test_the_sender_takes_the_threshold_from_the_model_card(tmp_path: Path):
-    assert TakSender(_cfg(tmp_path)).threshold == load_card(None).threshold
+    card = load_card(None)
+    # the card's cut as a p(damaged): the shipped model's output is p(undamaged), so its raw
+    # threshold would mark the wrong tiles
+    assert TakSender(_cfg(tmp_path)).threshold == card.p_damaged_threshold
+    assert card.output_is_p_undamaged and card.p_damaged_threshold == pytest.approx(1 - card.threshold)
 
 
 def test_positions_and_their_error():

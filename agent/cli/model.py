@@ -35,7 +35,11 @@ def register(subparsers) -> None:
     t.add_argument("--test-frac", type=float, default=0.25, help="held-out fraction (default 0.25)")
     t.add_argument("--architecture", default=None, choices=["cnn2020", "cnn2020-bn"],
                    help="cnn2020 (the 2020 network as published) or cnn2020-bn (default, shipped)")
-    t.add_argument("--no-augment", action="store_true", help="train without flips/rotations")
+    t.add_argument("--no-augment", action="store_true", help="train without any augmentation")
+    t.add_argument("--photometric", action="store_true",
+                   help="add brightness/contrast/gamma augmentation (an ablation: off when shipped)")
+    t.add_argument("--degrade", action="store_true",
+                   help="add blur/noise/zoom augmentation (an ablation: off when shipped)")
     t.add_argument("--no-int8", action="store_true", help="skip INT8 quantization")
     t.set_defaults(func=_train)
 
@@ -83,7 +87,8 @@ def _train(args: argparse.Namespace) -> int:
     from models.train import TrainParams, train
 
     p = TrainParams(seed=args.seed, cv_folds=args.cv, test_frac=args.test_frac,
-                    augment=not args.no_augment, int8=not args.no_int8)
+                    augment=not args.no_augment, int8=not args.no_int8,
+                    photometric=args.photometric, degrade=args.degrade)
     if args.epochs is not None:
         p.epochs = args.epochs
     if args.architecture:

@@ -65,7 +65,7 @@ def _report(args: argparse.Namespace) -> int:
         top=args.top,
         title=args.title,
         # the model's own decision threshold: a tile the agent called damaged is damaged here
-        threshold=load_card(cfg.model.path).threshold,
+        threshold=load_card(cfg.model.path).p_damaged_threshold,
         basemap=cfg.report.basemap,
         thumb_px=cfg.report.thumb_px,
         kmz=args.kmz,

@@ -39,7 +39,7 @@ def _station(args: argparse.Namespace) -> int:
     cfg = load(args)
     # the model's own decision threshold, as `skysift report` uses: the same tiles are damaged
     station = Station(cfg, args.db, args.listen, args.token_file,
-                      threshold=load_card(cfg.model.path).threshold, title=args.title)
+                      threshold=load_card(cfg.model.path).p_damaged_threshold, title=args.title)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -124,7 +124,7 @@ class TakSender:
         self.cfg = cfg
         self.config = pytak_config(cfg.tak)
         # The model card's threshold, never a constant: a retrained model may move it.
-        self.threshold = load_card(cfg.model.path).threshold
+        self.threshold = load_card(cfg.model.path).p_damaged_threshold
         self.callsign = cfg.tak.callsign or f"skysift-{cfg.device_id}"
         self.connected = threading.Event()
         #: CoT events written since start

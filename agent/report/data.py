@@ -133,7 +133,7 @@ def collect(
     tile from it on is damaged.
     """
     if threshold is None:
-        threshold = load_card().threshold
+        threshold = load_card().p_damaged_threshold
     flights = select_flights(store, flight_ids)
     rows = [row for fl in flights for row in store.frames(fl["flight_id"])]
     frames, proj = locate(rows, threshold, hfov_deg, vfov_deg)

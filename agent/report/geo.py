@@ -19,8 +19,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
+
+
+@lru_cache(maxsize=1)
+def tile_threshold() -> float:
+    """The p(damaged) cut from which the shipped model calls a tile damaged: its card's
+    threshold (tuned out of fold in training), for callers that name no model."""
+    from models.card import load_card
+
+    return load_card().p_damaged_threshold
 
 
 def valid_position(lat: float | None, lon: float | None) -> str | None:
@@ -101,10 +111,12 @@ def _rotate(x: float, y: float, heading_deg: float) -> tuple[float, float]:
 
 
 def damaged_tile_boxes(
-    row: dict, threshold: float
+    row: dict, threshold: float | None = None
 ) -> list[tuple[int, int, float, tuple[int, int, int, int]]]:
     """(row, col, p_damaged, (x0, y0, x1, y1)) in original-frame pixels for each tile whose
-    p_damaged reaches ``threshold`` (the model card's decision threshold).
+    p_damaged reaches ``threshold`` (the model card's p(damaged) cut; default the shipped
+    card's, :func:`tile_threshold`). The card decides a p_undamaged model's tile strictly above
+    the cut; the stored p has 5 decimals, so only a tile exactly on it could differ.
 
     Tiles are placed exactly as the classifier cut them (:func:`models.frame.tile_starts`: the
     last row and column are shifted inward to end at the image edge).
@@ -116,12 +128,13 @@ def damaged_tile_boxes(
     grid = row.get("tile_grid")
     if not (width and height and tile_px > 0 and isinstance(grid, list)):
         return []
+    cut = tile_threshold() if threshold is None else threshold
     ys, xs = tile_starts(height, tile_px), tile_starts(width, tile_px)
     th, tw = min(tile_px, height), min(tile_px, width)
     out = []
     for r, cells in enumerate(grid[: len(ys)]):
         for c, p in enumerate((cells or [])[: len(xs)]):
-            if p is not None and p >= threshold:
+            if p is not None and p >= cut:
                 out.append((r, c, float(p), (xs[c], ys[r], xs[c] + tw, ys[r] + th)))
     return out
 
