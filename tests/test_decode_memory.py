@@ -53,19 +53,33 @@ def _write_big_rgba16(path: Path, w: int = 11000, h: int = 10900) -> None:
     path.write_bytes(_png(w, h, 16, 6, b"".join(parts)))
 
 
+# The child reports its own peak (VmHWM of its own address space) at exit. Not wait4's
+# ru_maxrss: Linux carries the parent's high-water mark into a child across fork/vfork + exec,
+# so a pytest process that grew to 1.7 GB in earlier tests (TensorFlow) made every child look
+# that big.
+_PEAK_RUNNER = (
+    "import atexit, runpy, sys\n"
+    "dest = sys.argv[1]\n"
+    "def _peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            open(dest, 'w').write(line.split()[1])\n"
+    "atexit.register(_peak)\n"
+    "sys.argv = ['skysift'] + sys.argv[2:]\n"
+    "runpy.run_module('agent', run_name='__main__')\n"
+)
+
+
 def _classify_peak(path: Path) -> tuple[dict, int]:
     """`skysift classify --json` in a child: (its result row, its own peak RSS in bytes)."""
-    out = path.with_suffix(".json")
+    out, peak = path.with_suffix(".json"), path.with_suffix(".peak")
     with open(out, "wb") as f:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "agent", "classify", "--json", str(path)],
-            stdout=f, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        child = subprocess.run(
+            [sys.executable, "-c", _PEAK_RUNNER, str(peak), "classify", "--json", str(path)],
+            stdout=f, stderr=subprocess.DEVNULL, env=os.environ.copy(), timeout=600,
         )
-        # wait4: the peak of this child alone (RUSAGE_CHILDREN is the max over all children).
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
     assert child.returncode == 0, out.read_text()
-    return json.loads(out.read_text().splitlines()[0]), usage.ru_maxrss * 1024
+    return json.loads(out.read_text().splitlines()[0]), int(peak.read_text()) * 1024
 
 
 @pytest.mark.slow
