@@ -26,7 +26,8 @@ from agent.store import batches
 from agent.store.db import Store, utcnow
 from sync import quota
 from sync.base import SyncError, SyncSetupError, SyncTarget, TargetUnavailable
-from sync.clients import bigquery_client, is_transient
+from sync.clients import bigquery_client
+from sync.clients import wrap_error as _wrap
 from sync.paths import gcs_uri
 from sync.pending import BIGQUERY_FLIGHTS, BIGQUERY_FRAMES, FLIGHT_KEY, PENDING_FLIGHTS
 from sync.schema import FLIGHT_FIELDS, FLIGHTS_TABLE, FRAME_FIELDS, bq_schema, flight_row, frame_row
@@ -44,15 +45,6 @@ def table_ids(cfg: Config) -> dict[str, str]:
         "flights_latest": f"{base}.{FLIGHTS_TABLE}_latest",
     }
 
-
-def _wrap(exc: Exception, what: str) -> SyncError:
-    from google.api_core import exceptions as gexc
-
-    if is_transient(exc):
-        return TargetUnavailable(f"{what}: {exc}")
-    if isinstance(exc, (gexc.NotFound, gexc.Forbidden, gexc.Unauthorized)):
-        return SyncSetupError(f"{what}: {exc} (run `skysift sync init`, check the credentials)")
-    return SyncError(f"{what}: {exc}")
 
 
 class _LoadJobTarget(SyncTarget):

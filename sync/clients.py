@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.core.config import Config, resolve_secret_path
-from sync.base import SyncSetupError
+from sync.base import SyncError, SyncSetupError, TargetUnavailable
 
 
 def _credentials(cfg: Config, endpoint: str | None) -> tuple[Any, str | None]:
@@ -79,3 +79,17 @@ def is_transient(exc: BaseException) -> bool:
         code = getattr(exc, "code", None) or 0
         return code in (408, 429) or code >= 500
     return isinstance(exc, gexc.RetryError)
+
+
+def wrap_error(exc: Exception, what: str) -> SyncError:
+    """A Google client error as the sync error the loop acts on: transient (retry with backoff),
+    setup (missing table or credentials: say what to do), or plain. One rule for the REST
+    clients and the gRPC Write API: gRPC's PermissionDenied and Unauthenticated are subclasses of
+    Forbidden and Unauthorized in google.api_core."""
+    from google.api_core import exceptions as gexc
+
+    if is_transient(exc):
+        return TargetUnavailable(f"{what}: {exc}")
+    if isinstance(exc, (gexc.NotFound, gexc.Forbidden, gexc.Unauthorized)):
+        return SyncSetupError(f"{what}: {exc} (run `skysift sync init`, check the credentials)")
+    return SyncError(f"{what}: {exc}")

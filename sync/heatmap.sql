@@ -41,6 +41,7 @@ located AS (
   -- one point per frame (kind 'frame') and one per located damaged tile (kind 'tile')
   SELECT
     'frame' AS kind,
+    device_id,
     flight_id,
     label,
     p_damaged,
@@ -56,6 +57,7 @@ located AS (
   UNION ALL
   SELECT
     'tile' AS kind,
+    f.device_id,
     f.flight_id,
     NULL AS label,
     d.p_damaged,
@@ -100,7 +102,8 @@ cells AS (
     COALESCE(SUM(damaged_tiles), 0) AS damaged_tiles,
     COUNTIF(kind = 'tile') AS located_damaged_tiles,
     MAX(p_damaged) AS max_p_damaged,
-    COUNT(DISTINCT flight_id) AS flights,
+    -- flights are named per device ("flight-1" on two drones is two flights)
+    COUNT(DISTINCT CONCAT(device_id, '/', flight_id)) AS flights,
     MIN(captured_at) AS first_captured_at,
     MAX(captured_at) AS last_captured_at
   FROM gridded

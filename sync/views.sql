@@ -3,11 +3,13 @@
 -- The load-job protocol already makes duplicates impossible; these views are the user-facing
 -- guarantee even for rows written by other means (a manual re-load, an old device database).
 
--- One row per frame: the first one synced.
+-- One row per frame of each device: the first one synced. Keyed on (device_id, frame_id): a
+-- frame_id is the content hash, so two devices that photograph the same file (a copied SD card)
+-- each keep their row, and a fleet's counts stay per device.
 CREATE OR REPLACE VIEW {frames_dedup} AS
 SELECT * FROM {frames}
 WHERE TRUE
-QUALIFY ROW_NUMBER() OVER (PARTITION BY frame_id ORDER BY synced_at, device_id) = 1;
+QUALIFY ROW_NUMBER() OVER (PARTITION BY device_id, frame_id ORDER BY synced_at) = 1;
 
 -- One row per flight: its latest state (a reopened flight is synced again when it ends).
 CREATE OR REPLACE VIEW {flights_latest} AS

@@ -33,7 +33,7 @@ from agent.store.db import Store, utcnow
 from sync import proto
 from sync.base import SyncError, SyncSetupError, TargetUnavailable
 from sync.bigquery import FlightRows, FrameRows
-from sync.clients import is_transient
+from sync.clients import wrap_error as _wrap
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +241,6 @@ class _Appends:
 class _OffsetPastEnd(SyncError):
     """OUT_OF_RANGE: the offset is past the stream's end, so nothing was written at it."""
 
-
-def _wrap(exc: Exception, what: str) -> SyncError:
-    from google.api_core import exceptions as gexc
-
-    if is_transient(exc):
-        return TargetUnavailable(f"{what}: {exc}")
-    if isinstance(exc, (gexc.NotFound, gexc.PermissionDenied, gexc.Unauthenticated)):
-        return SyncSetupError(f"{what}: {exc} (run `skysift sync init`, check the credentials)")
-    return SyncError(f"{what}: {exc}")
 
 
 def _placement(store: Store, batch: batches.Batch) -> tuple[str, int] | None:

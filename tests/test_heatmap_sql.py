@@ -207,3 +207,27 @@ def test_damage_is_counted_where_the_damaged_tiles_lie(bigquery_emulator):  # no
     assert (cells[tile_cell]["located_damaged_tiles"], cells[tile_cell]["frames"]) == (2, 0)
     assert (cells[frame_cell]["located_damaged_tiles"], cells[frame_cell]["frames"]) == (0, 1)
     assert (got[0]["row_ix"], got[0]["col_ix"]) == tile_cell  # hottest first: by tile position
+
+
+def test_two_devices_are_two_rows_and_two_flights_of_the_same_name(bigquery_emulator):  # noqa: F811
+    """A fleet: the same file (one frame_id) and the same flight name on two drones. The dedup
+    view keeps one row per (device_id, frame_id), and the heat map counts two flights."""
+    from sync.bigquery import init_dataset, table_ids
+    from sync.schema import frame_row
+
+    cfg = parse_config({"device_id": DEVICE, "sync": {"bigquery": {
+        "project": BQ_PROJECT, "dataset": unique("fleetheat"), "endpoint": bigquery_emulator.endpoint}}})
+    init_dataset(cfg)
+    frame = {
+        "frame_id": "e" * 32, "flight_id": "flight-1", "status": "classified", "label": "damaged",
+        "p_damaged": 0.9, "tiles": 1, "damaged_tiles": 1, "lat": 43.0, "lon": 11.0,
+        "captured_at": "2026-02-06T10:00:00Z", "classified_at": "2026-02-06T10:00:01Z",
+    }
+    rows = [frame_row(frame, dev, None, None, "2026-02-06T12:00:00Z") for dev in ("drone-a", "drone-b")]
+    client = bq_client(bigquery_emulator.endpoint)
+    ids = table_ids(cfg)
+    client.load_table_from_json(rows, ids["frames"]).result()
+    kept = list(client.query(f"SELECT device_id FROM `{ids['frames_dedup']}` ORDER BY device_id").result())
+    assert [r["device_id"] for r in kept] == ["drone-a", "drone-b"]
+    (cell,) = _heatmap((client, ids, [frame]))
+    assert (cell["frames"], cell["flights"]) == (2, 2)

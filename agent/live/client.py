@@ -90,6 +90,12 @@ def build_client(cfg: Config, topics: Topics) -> mqtt.Client:
     client.max_inflight_messages_set(MAX_INFLIGHT)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
     client.will_set(topics.status, dumps(offline_status(cfg.device_id)), qos=1, retain=True)
+    apply_credentials(client, mc)
+    return client
+
+
+def apply_credentials(client: mqtt.Client, mc: MqttConfig) -> None:
+    """The user, password and TLS of ``mqtt.*`` on a paho client (the agent's and the station's)."""
     password = read_password(mc)
     if mc.username:
         client.username_pw_set(mc.username, password)
@@ -111,4 +117,3 @@ def build_client(cfg: Config, topics: Topics) -> mqtt.Client:
             raise ConfigError(f"mqtt.tls: cannot load the certificates: {exc}") from None
     elif mc.tls.cert_file or mc.tls.key_file:
         raise ConfigError("mqtt.tls: cert_file/key_file need ca_file (TLS is on only with a CA)")
-    return client

@@ -14,7 +14,6 @@ import logging
 import os
 import queue
 import socket
-import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.core.config import MqttConfig
 from agent.core.errors import ConfigError
 from agent.core.logutil import LinkLog
-from agent.live.client import RECONNECT_MAX_S, RECONNECT_MIN_S, connect_error, read_password
+from agent.live.client import RECONNECT_MAX_S, RECONNECT_MIN_S, apply_credentials, connect_error
 from agent.station.store import StationStore
 
 log = logging.getLogger(__name__)
@@ -83,20 +82,7 @@ class StationSubscriber:
             clean_session=True,
         )
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
-        password = read_password(mc)
-        if mc.username:
-            client.username_pw_set(mc.username, password)
-        if mc.tls.ca_file is not None:
-            try:
-                client.tls_set(
-                    ca_certs=str(mc.tls.ca_file),
-                    certfile=str(mc.tls.cert_file) if mc.tls.cert_file else None,
-                    keyfile=str(mc.tls.key_file) if mc.tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt.tls: cannot load the certificates: {exc}") from None
+        apply_credentials(client, mc)  # the same user, password and TLS as the agent
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
