@@ -33,6 +33,17 @@ def make_ctx(cfg: Config) -> AgentContext:
     return ctx
 
 
+def start_publisher(cfg: Config):
+    """(store, ctx, publisher): a real Store, the agent's context and a started MqttPublisher."""
+    from agent.live.mqtt import MqttPublisher
+
+    store = Store(cfg.db_path)
+    ctx = make_ctx(cfg)
+    pub = MqttPublisher(cfg)
+    pub.start(ctx)
+    return store, ctx, pub
+
+
 def frame_row(path: Path, flight_id: str, label: str, **extra: Any) -> dict[str, Any]:
     """A classified frame row for a real image file (id = first 32 hex of its sha256)."""
     data = path.read_bytes()

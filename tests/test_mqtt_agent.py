@@ -23,6 +23,15 @@ BASE = f"skysift/{DEV}"
 TELEMETRY = "mavlink/drone-e2e/position"
 
 
+
+def _stop_agent(proc, log, sub, sig: int, wait_s: float) -> None:
+    """The test's cleanup: the agent it started (by PID, if still running), its log, the subscriber."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        proc.wait(wait_s)
+    log.close()
+    sub.stop()
+
 def test_skysift_run_live_feed_telemetry_and_last_will(tmp_path, mosquitto, aerial_tiles):  # noqa: F811
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -86,11 +95,7 @@ def test_skysift_run_live_feed_telemetry_and_last_will(tmp_path, mosquitto, aeri
                                         and m.json()["state"] == "offline"], timeout=20)
         assert last[-1].json() == {"state": "offline", "device_id": DEV}
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-        sub.stop()
+        _stop_agent(proc, log, sub, signal.SIGKILL, 10)
 
 
 def test_mqtt_status_backlog_reaches_zero_after_a_full_sync(
@@ -138,11 +143,7 @@ def test_mqtt_status_backlog_reaches_zero_after_a_full_sync(
         # the retained status message a dashboard reads says the same
         assert sub.on(f"{BASE}/status")[-1].json()["backlog"] == backlog
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(60)
-        log.close()
-        sub.stop()
+        _stop_agent(proc, log, sub, signal.SIGTERM, 60)
 
 
 class GatedProxy:
@@ -240,11 +241,7 @@ def test_sigterm_leaves_the_flight_ended_and_the_status_offline(tmp_path, mosqui
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "agent.log").read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-        sub.stop()
+        _stop_agent(proc, log, sub, signal.SIGKILL, 10)
     late = Subscriber(mosquitto, [f"{BASE}/status", f"{BASE}/flights/#"]).start()
     try:
         got = late.wait_for(lambda ms: len({m.topic for m in ms}) >= 2 and ms)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mosquitto import PASSWORD, USER, Subscriber, make_broker, mosquitto, mosquitto_tls  # noqa: F401
 from mqtt_runner import commit, frame_row, make_ctx, rejected_row
+from mqtt_runner import start_publisher as _start
 
 from agent.core.config import parse_config
 from agent.imaging.decode import ExifInfo
@@ -40,14 +41,6 @@ def _cfg(tmp_path: Path, port: int, **mqtt):
 def tiles(aerial_tiles):
     return [(p, "damaged") for p in aerial_tiles["damaged"][:6]] + [
         (p, "undamaged") for p in aerial_tiles["undamaged"][:6]]
-
-
-def _start(cfg):
-    store = Store(cfg.db_path)
-    ctx = make_ctx(cfg)
-    pub = MqttPublisher(cfg)
-    pub.start(ctx)
-    return store, ctx, pub
 
 
 def _frames(sub: Subscriber) -> list[dict]:

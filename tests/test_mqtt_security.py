@@ -21,7 +21,7 @@ from mosquitto import (  # noqa: F401
     mosquitto,
     mosquitto_tls,
 )
-from mqtt_runner import make_ctx
+from mqtt_runner import start_publisher as _start
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.core.config import parse_config
@@ -161,14 +161,6 @@ def test_command_key_file(tmp_path, monkeypatch):
 
 
 # --- against a real broker ------------------------------------------------------------------------
-
-def _start(cfg):
-    store = Store(cfg.db_path)
-    ctx = make_ctx(cfg)
-    pub = MqttPublisher(cfg)
-    pub.start(ctx)
-    return store, ctx, pub
-
 
 def _flights(store: Store) -> list[str]:
     return [r[0] for r in store.db.execute("SELECT flight_id FROM flights ORDER BY flight_id")]

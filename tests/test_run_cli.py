@@ -51,6 +51,33 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ov-cache")
 
 
+
+def _run_once_on_a_terminal(cfg: Path) -> str:
+    """`run --once` with a pseudo-terminal as stdin/stdout/stderr (so the progress bar shows);
+    everything it wrote, once it exited 0."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once"],
+                            cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return out.decode(errors="replace")
+
 def test_run_once_then_flights_and_frames_json(tmp_path: Path, aerial_tiles, cache: Path) -> None:
     inbox = tmp_path / "inbox"
     for sub in ("north", "south"):
@@ -152,35 +179,13 @@ def test_sigterm_drains_commits_and_exits_zero(tmp_path: Path, aerial_tiles, cac
 
 
 def test_once_shows_a_progress_bar_on_a_terminal(tmp_path: Path, aerial_tiles, cache: Path) -> None:
-    import fcntl
-    import pty
-    import struct
-    import termios
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for t in aerial_tiles["undamaged"][:12]:
         shutil.copy(t, inbox)
     cfg = write_cfg(tmp_path, inbox, cache)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once"],
-        cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
-    )
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = out.decode(errors="replace")
+    text = _run_once_on_a_terminal(cfg)
     assert "12/12" in text and "frame/s" in text
 
 
@@ -352,10 +357,6 @@ def test_log_frames_writes_one_line_per_frame(tmp_path: Path, aerial_tiles, cach
 
 def test_log_lines_do_not_break_the_progress_bar(tmp_path: Path, aerial_tiles, cache: Path) -> None:
     """A warning while the bar is drawn starts on a cleared line, not glued after the bar."""
-    import fcntl
-    import pty
-    import struct
-    import termios
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -363,23 +364,7 @@ def test_log_lines_do_not_break_the_progress_bar(tmp_path: Path, aerial_tiles, c
         shutil.copy(t, inbox)
     (inbox / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")  # logs "rejected ..."
     cfg = write_cfg(tmp_path, inbox, cache)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "-c", str(cfg), "run", "--once"],
-                            cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    text = out.decode(errors="replace")
+    text = _run_once_on_a_terminal(cfg)
     warned = [line for line in text.split("\n") if "rejected" in line and "broken.jpg" in line]
     assert len(warned) == 1, text
     # what the terminal shows of that line: the text after its last carriage return (the
